@@ -1,0 +1,5 @@
+"""`python -m tinyship` runs the CLI."""
+
+from tinyship.cli import main
+
+main()

@@ -1,0 +1,73 @@
+"""The `tinyship` command line: thin click commands over the stage modules.
+
+One module per command group (as pyOCD and PlatformIO do); this module only builds the
+group and maps `TinyshipError` to documented exit codes, the single place that does so.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from tinyship import __version__
+from tinyship.errors import ExitCode, TinyshipError
+
+
+class _LazyGroup(click.Group):
+    """Imports a subcommand's module only when it runs, so `tinyship --help` stays fast."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            import importlib
+
+            module_name, attr = self._lazy[cmd_name].split(":")
+            cmd = getattr(importlib.import_module(module_name), attr)
+            assert isinstance(cmd, click.Command)
+            return cmd
+        return super().get_command(ctx, cmd_name)
+
+
+# name -> "module:attribute"; every entry has a module under tinyship/cli/.
+COMMANDS: dict[str, str] = {
+    "data": "tinyship.cli.data_cmd:data",
+    "train": "tinyship.cli.train_cmd:train",
+    "registry": "tinyship.cli.registry_cmd:registry",
+}
+
+
+@click.group(cls=_LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tinyship")
+def cli() -> None:
+    """tinyship: CSV -> int8 TFLite Micro model -> firmware -> validated on the device."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning tinyship errors into exit codes and short messages."""
+    try:
+        cli.main(args=argv, prog_name="tinyship", standalone_mode=False)
+    except TinyshipError as e:
+        click.echo(f"error: {e}", err=True)
+        if e.hint:
+            click.echo(f"hint: {e.hint}", err=True)
+        sys.exit(int(e.exit_code))
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(ExitCode.USAGE if e.exit_code == 2 else e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)

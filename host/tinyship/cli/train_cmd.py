@@ -1,0 +1,80 @@
+"""`tinyship train`: the model half end to end (data checks -> ... -> registry version)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tinyship.cli._common import config_option, echo_json, json_option
+from tinyship.errors import GateError
+
+
+@click.command()
+@config_option
+@click.option("--data", "data_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Train on this CSV instead of the config's dataset.")
+@json_option
+def train(config_path: Path | None, data_path: Path | None, as_json: bool) -> None:
+    """Check data, train, quantize to int8, export the C array, gate, and register.
+
+    Nothing is registered unless every data check and quality gate passes.
+    """
+    from rich.console import Console
+
+    from tinyship.config import load_config
+    from tinyship.pipeline import run_pipeline
+
+    cfg = load_config(config_path)
+    err = Console(stderr=True)
+    try:
+        if as_json:
+            result = run_pipeline(cfg, data_path=data_path)
+        else:
+            with err.status("starting") as status:
+                result = run_pipeline(
+                    cfg, data_path=data_path, progress=lambda msg: status.update(msg)
+                )
+    except GateError as e:
+        if as_json:
+            echo_json(e.result)
+        else:
+            _print_summary(err, e.result)
+        raise
+    out = result.to_dict()
+    if as_json:
+        echo_json(out)
+    else:
+        _print_summary(Console(), out)
+
+
+def _print_summary(console: object, r: dict[str, object]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    assert isinstance(console, Console)
+    metrics = r.get("metrics", {})
+    assert isinstance(metrics, dict)
+    i8, f32 = metrics.get("int8", {}), metrics.get("float", {})
+    table = Table(title="quality gates", show_edge=False)
+    for col in ("gate", "value", "threshold", "ok"):
+        table.add_column(col)
+    for g in r.get("gates", []):  # type: ignore[attr-defined]
+        table.add_row(g["name"], _fmt(g["value"]), f"{g['op']} {_fmt(g['threshold'])}",
+                      "[green]pass[/]" if g["passed"] else "[red]FAIL[/]")
+    console.print(table)
+    keys = [k for k in ("mae", "rmse", "r2", "accuracy", "macro_f1") if k in i8]
+    console.print("metrics (float -> int8): " + ", ".join(
+        f"{k} {_fmt(f32.get(k))} -> {_fmt(i8.get(k))}" for k in keys))
+    tail = i8.get("long_tail")
+    if tail:
+        console.print(f"long tail ({tail['slice']}, {tail['rows']} rows): mae {_fmt(tail['mae'])}")
+    console.print(f"model {r.get('model_bytes')} bytes, arena {r.get('arena_bytes')} bytes")
+    if r.get("version"):
+        console.print(f"[bold green]registered {r['version']}[/] in {r.get('registry')}")
+    else:
+        console.print("[bold red]not registered[/]: a quality gate failed")
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

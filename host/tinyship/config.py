@@ -1,0 +1,208 @@
+"""Project config (`tinyship.toml`): one typed schema, strict about unknown keys and types.
+
+Every section forbids unknown keys so a typo (`epoch = 10`) fails loudly with the key's
+dotted name instead of silently training with a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tinyship.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "tinyship.toml"
+BUNDLED_PREFIX = "bundled:"
+
+
+def bundled_dataset(name: str) -> Path:
+    """Path of a dataset shipped inside the package (`host/tinyship/datasets/`)."""
+    return Path(__file__).resolve().parent / "datasets" / name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class ProjectSection(_Strict):
+    name: str = "tinyship-model"
+    registry: str = "models"
+
+
+class LongTailSection(_Strict):
+    """The slice of the target that matters most and is rare (e.g. end-of-life cells)."""
+
+    side: Literal["upper", "lower"] = "upper"
+    quantile: float = Field(0.9, gt=0.0, lt=1.0)
+    #: Fixed bounds [lo, hi] instead of a quantile; either end may be omitted.
+    range: tuple[float | None, float | None] | None = None
+
+
+class DataSection(_Strict):
+    path: str
+    features: list[str] = Field(min_length=1)
+    target: str
+    task: Literal["regression", "classification"] = "regression"
+    #: Declared physical ranges per column: {"mean_temperature_c": [-30, 80]}.
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    min_rows: int = Field(100, ge=1)
+    max_missing_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    max_duplicate_fraction: float = Field(0.01, ge=0.0, le=1.0)
+    #: Outliers: |robust z| above `outlier_z` (median/MAD); the share allowed per column.
+    outlier_z: float = Field(8.0, gt=0.0)
+    max_outlier_fraction: float = Field(0.02, ge=0.0, le=1.0)
+    min_class_samples: int = Field(10, ge=1)
+    long_tail: LongTailSection = LongTailSection()
+
+    @model_validator(mode="after")
+    def _target_not_feature(self) -> DataSection:
+        if self.target in self.features:
+            raise ValueError(f"target column '{self.target}' is also listed in features")
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features lists a column more than once")
+        for col, (lo, hi) in self.ranges.items():
+            if lo > hi:
+                raise ValueError(f"ranges.{col}: lower bound {lo} is above upper bound {hi}")
+        return self
+
+
+class ModelSection(_Strict):
+    type: Literal["mlp", "conv1d"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [32, 16], min_length=1)
+    activation: Literal["relu", "relu6", "tanh"] = "relu"
+    #: conv1d only: filters and kernel size of the single Conv1D layer.
+    conv_filters: int = Field(8, ge=1)
+    conv_kernel: int = Field(3, ge=1)
+
+
+class TrainingSection(_Strict):
+    seed: int = 42
+    epochs: int = Field(300, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(0.003, gt=0.0)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.9)
+    patience: int = Field(25, ge=1)
+    max_seconds: float = Field(600.0, gt=0.0)
+
+
+class QuantizationSection(_Strict):
+    #: Target-runtime profile; see tinyship.profiles. Must match the firmware's TFLM library.
+    profile: str = "tflm-arduino-2023"
+    representative_samples: int = Field(300, ge=10)
+    golden_vectors: int = Field(4, ge=1, le=32)
+
+
+class GatesSection(_Strict):
+    """Thresholds a model must meet before it may enter the registry."""
+
+    # regression
+    min_r2: float | None = None
+    max_mae: float | None = None
+    max_rmse: float | None = None
+    max_long_tail_mae: float | None = None
+    # classification
+    min_accuracy: float | None = None
+    min_macro_f1: float | None = None
+    #: int8 vs float, relative degradation of the main metric (MAE or accuracy).
+    max_int8_degradation: float = Field(0.01, ge=0.0)
+    #: TFLite interpreter vs TFLite Micro on the same int8 inputs, in output LSB.
+    max_parity_lsb: int = Field(0, ge=0)
+    #: Physically valid prediction range, e.g. [0, 110] % state of health.
+    output_range: tuple[float, float] | None = None
+
+
+class BoardSection(_Strict):
+    """Budgets of the target board: what the model may use of it."""
+
+    name: str = "nano33ble"
+    model_max_bytes: int = Field(256 * 1024, ge=1)
+    arena_max_bytes: int = Field(64 * 1024, ge=1)
+    #: Device-reported inference latency budget (p99), used by the HIL harness.
+    latency_budget_us: int = Field(20_000, ge=1)
+    #: Board profile for the virtual board's latency model (cycles per MAC, clock).
+    clock_hz: int = Field(64_000_000, ge=1)
+    cycles_per_mac: float = Field(4.0, gt=0.0)
+
+
+class Config(_Strict):
+    project: ProjectSection = ProjectSection()
+    data: DataSection
+    model: ModelSection = ModelSection()
+    training: TrainingSection = TrainingSection()
+    quantization: QuantizationSection = QuantizationSection()
+    gates: GatesSection = GatesSection()
+    board: BoardSection = BoardSection()
+
+    #: Directory the config was read from; relative paths resolve against it.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, path: str | Path) -> Path:
+        """Resolve a config path: `bundled:NAME` is a dataset shipped in the package,
+        a relative path is relative to the config file's folder."""
+        text = str(path)
+        if text.startswith(BUNDLED_PREFIX):
+            return bundled_dataset(text[len(BUNDLED_PREFIX) :])
+        p = Path(text)
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def dataset_path(self) -> Path:
+        return self.resolve(self.data.path)
+
+    @property
+    def registry_path(self) -> Path:
+        return self.resolve(self.project.registry)
+
+    def to_dict(self) -> dict[str, object]:
+        """The config as plain data, for manifests (paths as written, not resolved)."""
+        return self.model_dump(mode="json", exclude={"base_dir"})
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'")
+        elif kind == "missing":
+            lines.append(f"  missing required key '{key}'")
+        else:
+            lines.append(f"  key '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, object], *, base_dir: Path, source: str = "config") -> Config:
+    """Validate a config mapping; errors name each offending key."""
+    from tinyship import profiles
+
+    try:
+        cfg = Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(source, e)) from None
+    if cfg.quantization.profile not in profiles.PROFILES:
+        known = ", ".join(sorted(profiles.PROFILES))
+        raise ConfigError(
+            f"{source}: key 'quantization.profile': unknown profile "
+            f"'{cfg.quantization.profile}' (known: {known})"
+        )
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a `tinyship.toml`; default is the one in the current directory."""
+    p = Path(path) if path is not None else Path(DEFAULT_CONFIG_NAME)
+    if not p.is_file():
+        raise ConfigError(
+            f"config file not found: {p}",
+            hint="run from the project folder or pass --config PATH",
+        )
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(raw, base_dir=p.resolve().parent, source=str(p))

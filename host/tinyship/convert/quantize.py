@@ -1,0 +1,67 @@
+"""Keras -> float and full-integer int8 TFLite, with the scheme set by the target profile.
+
+Imports TensorFlow lazily: only training/conversion pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from tinyship.errors import ModelError
+from tinyship.profiles import get_profile
+
+
+def quiet_tensorflow() -> Any:
+    """Import TensorFlow with its start-up chatter turned down; return the module."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    try:
+        import tensorflow as tf
+    except ImportError as e:  # pragma: no cover - depends on install
+        raise ModelError(
+            "TensorFlow is not installed: install the ml extra (pip install 'tinyship[ml]')"
+        ) from e
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+def to_float_tflite(model: Any) -> bytes:
+    """Convert a Keras model to a float32 TFLite flatbuffer (the degradation baseline)."""
+    tf = quiet_tensorflow()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    return bytes(conv.convert())
+
+
+def to_int8_tflite(model: Any, representative: np.ndarray, profile: str) -> bytes:
+    """Full-integer int8 conversion (int8 input and output) for a TFLM target profile.
+
+    `representative` are float model inputs drawn from the training data; they fix the
+    activation ranges, so they must cover what the device will see.
+    """
+    tf = quiet_tensorflow()
+    prof = get_profile(profile)
+    rep = np.asarray(representative, dtype=np.float32)
+    if rep.ndim < 2 or len(rep) == 0:
+        raise ModelError("representative dataset is empty")
+
+    def gen() -> Iterator[list[np.ndarray]]:
+        for i in range(len(rep)):
+            yield [rep[i : i + 1]]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = gen
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    if not prof.per_channel_dense:
+        # Older TFLM (the Arduino library) reads Dense weights as per tensor.
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = True
+    try:
+        return bytes(conv.convert())
+    except Exception as e:
+        raise ModelError(f"int8 conversion failed: {e}") from e

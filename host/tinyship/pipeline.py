@@ -1,0 +1,336 @@
+"""The model half of tinyship, end to end: data checks -> train -> int8 -> C array -> gates
+-> registry. Nothing reaches the registry unless every check and gate passes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyship import __version__
+from tinyship.config import Config
+from tinyship.errors import DataError, GateError
+
+Progress = Callable[[str], None]
+
+# Names of artifacts inside a registry version.
+KERAS_FILE = "model.keras"
+FLOAT_TFLITE = "model_float.tflite"
+INT8_TFLITE = "model_int8.tflite"
+TEST_SET = "test_set.npz"
+MODEL_CARD = "MODEL_CARD.md"
+FIRMWARE_DIR = "firmware"
+
+
+@dataclass
+class PipelineResult:
+    version: str | None
+    registry: str
+    metrics: dict[str, Any]
+    gates: list[dict[str, Any]]
+    passed: bool
+    model_bytes: int
+    arena_bytes: int
+    arena_min_bytes: int
+    data: dict[str, Any]
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "registry": self.registry,
+            "passed": self.passed,
+            "metrics": self.metrics,
+            "gates": self.gates,
+            "model_bytes": self.model_bytes,
+            "arena_bytes": self.arena_bytes,
+            "arena_min_bytes": self.arena_min_bytes,
+            "data": self.data,
+            "timings_s": self.timings_s,
+        }
+
+
+class _Timer:
+    def __init__(self, progress: Progress | None) -> None:
+        self.timings: dict[str, float] = {}
+        self._progress = progress
+
+    @contextmanager
+    def stage(self, name: str, message: str) -> Iterator[None]:
+        if self._progress:
+            self._progress(message)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - t0, 3)
+
+
+def git_commit(cwd: Path) -> str | None:
+    """The current git commit of `cwd`, or None outside a checkout (never fails the run)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def long_tail_mask(y: np.ndarray, y_train: np.ndarray, cfg: Config) -> tuple[np.ndarray, str]:
+    """Rows of the long-tail slice and a description of it."""
+    lt = cfg.data.long_tail
+    if lt.range is not None:
+        lo, hi = lt.range
+        mask = np.ones(len(y), dtype=bool)
+        if lo is not None:
+            mask &= y >= lo
+        if hi is not None:
+            mask &= y <= hi
+        return mask, f"{cfg.data.target} in [{lo}, {hi}]"
+    if lt.side == "upper":
+        cut = float(np.quantile(y_train, lt.quantile))
+        return y >= cut, f"{cfg.data.target} >= {cut:.4g} (top {1 - lt.quantile:.0%})"
+    cut = float(np.quantile(y_train, 1 - lt.quantile))
+    return y <= cut, f"{cfg.data.target} <= {cut:.4g} (bottom {1 - lt.quantile:.0%})"
+
+
+def task_metrics(
+    task: str, y_true: np.ndarray, pred: np.ndarray, n_classes: int, tail: tuple[np.ndarray, str]
+) -> dict[str, Any]:
+    """Metrics for predictions `pred` (regression: values; classification: class scores)."""
+    from tinyship.train.metrics import classification_metrics, regression_metrics
+
+    if task == "classification":
+        return classification_metrics(y_true, np.argmax(pred, axis=1), n_classes)
+    p = np.asarray(pred, dtype=np.float64).reshape(-1)
+    m: dict[str, Any] = regression_metrics(y_true, p)
+    mask, desc = tail
+    if mask.any():
+        m["long_tail"] = {"slice": desc, "rows": int(mask.sum()), **regression_metrics(
+            y_true[mask], p[mask])}
+    return m
+
+
+def pick_golden(y: np.ndarray, k: int) -> np.ndarray:
+    """Indices of k test rows spread over the target's range (boot self-test vectors)."""
+    order = np.argsort(y, kind="stable")
+    k = min(k, len(order))
+    return order[np.linspace(0, len(order) - 1, k).round().astype(int)]
+
+
+def run_pipeline(
+    cfg: Config,
+    *,
+    data_path: Path | None = None,
+    progress: Progress | None = None,
+) -> PipelineResult:
+    """Run the whole model half; returns the registered version, or raises DataError /
+    GateError (with the full result attached) with the registry left unchanged."""
+    from tinyship.convert import carray, quantize, runtimes, tflite_info
+    from tinyship.data.checks import run_checks
+    from tinyship.data.load import fingerprint, load_dataset
+    from tinyship.gates import GateInputs, evaluate
+    from tinyship.registry import Registry
+    from tinyship.train import model as train_model
+    from tinyship.train.metrics import relative_degradation
+    from tinyship.train.split import Standardizer, split_indices
+
+    timer = _Timer(progress)
+    path = Path(data_path) if data_path is not None else cfg.dataset_path
+    task = cfg.data.task
+
+    with timer.stage("data", f"checking data {path}"):
+        df = load_dataset(path, cfg.data)
+        report = run_checks(df, cfg.data)
+        report.raise_for_failures()
+        data_info = {"path": str(path), **fingerprint(path), "checks": len(report.results)}
+        x_all = df[cfg.data.features].to_numpy(dtype=np.float64)
+        classes: list[str] = []
+        if task == "classification":
+            labels = df[cfg.data.target].astype(str).to_numpy()
+            classes = sorted(set(labels))
+            y_all = np.searchsorted(np.array(classes), labels).astype(np.int64)
+        else:
+            y_all = df[cfg.data.target].to_numpy(dtype=np.float64)
+        n_classes = len(classes)
+
+    rng = np.random.default_rng(cfg.training.seed)
+    try:
+        splits = split_indices(
+            len(df),
+            test_fraction=cfg.training.test_fraction,
+            val_fraction=cfg.training.val_fraction,
+            rng=rng,
+            stratify=y_all if task == "classification" else None,
+        )
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from None
+    scaler = Standardizer.fit(x_all[splits.train])
+    xs = scaler.transform(x_all)
+    x_tr, x_va, x_te = xs[splits.train], xs[splits.val], xs[splits.test]
+    y_tr, y_va, y_te = y_all[splits.train], y_all[splits.val], y_all[splits.test]
+    tail = long_tail_mask(y_te, y_tr, cfg) if task == "regression" else (
+        np.zeros(len(y_te), bool), "")
+
+    with timer.stage("train", f"training {cfg.model.type} on {len(x_tr)} rows"):
+        trained = train_model.fit(
+            x_tr, y_tr, x_va, y_va, task=task, n_classes=n_classes,
+            spec=cfg.model, training=cfg.training,
+        )
+        float_pred = train_model.predict(trained.model, x_te)
+        metrics_float = task_metrics(task, y_te, float_pred, n_classes, tail)
+
+    with timer.stage("convert", f"quantizing to int8 for profile {cfg.quantization.profile}"):
+        float_tflite = quantize.to_float_tflite(trained.model)
+        n_rep = min(cfg.quantization.representative_samples, len(x_tr))
+        rep_idx = rng.choice(len(x_tr), size=n_rep, replace=False)
+        int8_tflite = quantize.to_int8_tflite(
+            trained.model, x_tr[np.sort(rep_idx)], cfg.quantization.profile
+        )
+        info = tflite_info.inspect_model(int8_tflite)
+        profile_problems = tflite_info.check_profile(info, cfg.quantization.profile)
+
+    with timer.stage("arena", "sizing the TFLM tensor arena"):
+        arena_min = runtimes.find_min_arena(int8_tflite)
+        arena = runtimes.device_arena_bytes(arena_min)
+
+    with timer.stage("evaluate", f"running int8 model in TFLite and TFLM on {len(x_te)} rows"):
+        tin, tout = info.inputs[0], info.outputs[0]
+        xq = runtimes.quantize(x_te, tin)
+        out_tflite = runtimes.run_tflite(int8_tflite, xq)
+        out_tflm = runtimes.run_tflm(int8_tflite, xq, arena)
+        parity = int(np.max(np.abs(out_tflite.astype(np.int32) - out_tflm.astype(np.int32))))
+        deq = runtimes.dequantize(out_tflm, tout)
+        metrics_int8 = task_metrics(task, y_te, deq, n_classes, tail)
+        degradation = relative_degradation(task, metrics_float, metrics_int8)
+
+    pred_min = float(deq.min()) if task == "regression" else None
+    pred_max = float(deq.max()) if task == "regression" else None
+    gate_results = evaluate(
+        cfg,
+        GateInputs(
+            task=task,
+            metrics_int8=metrics_int8,
+            metrics_float=metrics_float,
+            degradation=round(degradation, 6),
+            parity_lsb=parity,
+            pred_min=pred_min,
+            pred_max=pred_max,
+            model_bytes=len(int8_tflite),
+            arena_bytes=arena,
+            train_seconds=trained.seconds,
+            profile_problems=profile_problems,
+        ),
+    )
+    gates = [g.to_dict() for g in gate_results]
+    metrics = {
+        "task": task,
+        "test_rows": len(y_te),
+        "float": metrics_float,
+        "int8": metrics_int8,
+        "int8_degradation": degradation,
+        "parity_max_lsb": parity,
+        "epochs": trained.epochs_run,
+        "train_seconds": round(trained.seconds, 3),
+    }
+    registry = Registry(cfg.registry_path)
+    result = PipelineResult(
+        version=None,
+        registry=str(registry.root),
+        metrics=metrics,
+        gates=gates,
+        passed=all(g.passed for g in gate_results),
+        model_bytes=len(int8_tflite),
+        arena_bytes=arena,
+        arena_min_bytes=arena_min,
+        data=data_info,
+        timings_s=timer.timings,
+    )
+    if not result.passed:
+        failed = [g for g in gate_results if not g.passed]
+        lines = [f"{g.name}: {g.value} (must be {g.op} {g.threshold})" for g in failed]
+        raise GateError(
+            f"{len(failed)} quality gate(s) failed; nothing was registered:\n  "
+            + "\n  ".join(lines),
+            result=result.to_dict(),
+        )
+
+    golden = pick_golden(y_te, cfg.quantization.golden_vectors)
+    with timer.stage("register", f"writing registry version to {registry.root}"), \
+            registry.stage() as staged:
+        assert staged.version is not None
+        vdir = staged.dir
+        trained.model.save(vdir / KERAS_FILE)
+        (vdir / FLOAT_TFLITE).write_bytes(float_tflite)
+        (vdir / INT8_TFLITE).write_bytes(int8_tflite)
+        carray.write_c_files(
+            vdir / FIRMWARE_DIR,
+            int8_tflite,
+            info,
+            carray.ExportInputs(
+                version=staged.version,
+                profile=cfg.quantization.profile,
+                arena_bytes=arena,
+                feature_mean=[float(v) for v in scaler.mean],
+                feature_std=[float(v) for v in scaler.std],
+                golden_inputs=xq[golden],
+                golden_outputs=out_tflm[golden],
+                tool_version=__version__,
+            ),
+        )
+        np.savez_compressed(
+            vdir / TEST_SET,
+            x=x_all[splits.test].astype(np.float32),
+            y=y_te,
+            x_int8=xq,
+            reference_int8=out_tflm,
+        )
+        from hashlib import sha256
+
+        manifest: dict[str, Any] = {
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "tinyship_version": __version__,
+            "git_commit": git_commit(cfg.base_dir),
+            "profile": cfg.quantization.profile,
+            "task": task,
+            "features": list(cfg.data.features),
+            "target": cfg.data.target,
+            "classes": classes,
+            "standardization": scaler.to_dict(),
+            "model": {
+                "sha256": sha256(int8_tflite).hexdigest(),
+                "crc32": carray.crc32(int8_tflite),
+                "bytes": len(int8_tflite),
+                "float_bytes": len(float_tflite),
+                "arena_bytes": arena,
+                "arena_min_bytes": arena_min,
+                "ops": info.ops,
+                "macs": info.macs,
+                "input": info.inputs[0].to_dict(),
+                "output": info.outputs[0].to_dict(),
+                "type": cfg.model.type,
+            },
+            "data": data_info,
+            "metrics": metrics,
+            "gates": gates,
+            "config": cfg.to_dict(),
+        }
+        staged.manifest = manifest
+        from tinyship.model_card import render_model_card
+
+        (vdir / MODEL_CARD).write_text(
+            render_model_card({**manifest, "version": staged.version, "parent": staged.parent}),
+            encoding="utf-8",
+        )
+    result.version = staged.version
+    result.timings_s = timer.timings
+    return result

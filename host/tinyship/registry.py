@@ -1,0 +1,239 @@
+"""The model registry: immutable, numbered versions in a folder, plus atomic aliases.
+
+Layout (`models/` by default):
+
+    models/
+      aliases.json          {"production": "v0002", "last_known_good": "v0001"}
+      v0001/
+        manifest.json       version, parent, config, data fingerprint, metrics, gates, hashes
+        MODEL_CARD.md
+        model.keras, model_float.tflite, model_int8.tflite
+        firmware/           tinyship_model_data.{h,cc}, tinyship_model_ops.h
+        test_set.npz        held-out rows (float features, target) for HIL validation
+
+A version is built in a hidden temporary folder and renamed into place only when
+complete, so readers never see half a version; aliases are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinyship.errors import RegistryError
+
+VERSION_RE = re.compile(r"^v(\d{4,})$")
+MANIFEST = "manifest.json"
+ALIASES = "aliases.json"
+#: Aliases with a meaning the tools rely on.
+PRODUCTION = "production"
+LAST_KNOWN_GOOD = "last_known_good"
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def format_version(n: int) -> str:
+    return f"v{n:04d}"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class StagedVersion:
+    """A version being written; `dir` is private until `Registry.stage` commits it."""
+
+    dir: Path
+    parent: str | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None  # the number this version will get
+
+
+class Registry:
+    """A folder of immutable model versions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # --- reading ---------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        """All complete versions, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for p in self.root.iterdir():
+            m = VERSION_RE.match(p.name)
+            if m and (p / MANIFEST).is_file():
+                found.append((int(m.group(1)), p.name))
+        return [name for _, name in sorted(found)]
+
+    def latest(self) -> str | None:
+        vs = self.versions()
+        return vs[-1] if vs else None
+
+    def aliases(self) -> dict[str, str]:
+        p = self.root / ALIASES
+        if not p.is_file():
+            return {}
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RegistryError(f"{p}: corrupt aliases file: {e}") from None
+        if not isinstance(data, dict):
+            raise RegistryError(f"{p}: expected a JSON object of alias -> version")
+        return {str(k): str(v) for k, v in data.items()}
+
+    def resolve(self, ref: str | None = None) -> str:
+        """A version name from a version, an alias, or `latest`; None means the default:
+        the `production` alias if set, else the newest version."""
+        if ref is None:
+            ref = PRODUCTION if PRODUCTION in self.aliases() else "latest"
+        if ref == "latest":
+            v = self.latest()
+            if v is None:
+                raise RegistryError(
+                    f"registry {self.root} has no versions",
+                    hint="run `tinyship train` first",
+                )
+            return v
+        aliases = self.aliases()
+        version = aliases.get(ref, ref)
+        if not VERSION_RE.match(version) or not (self.root / version / MANIFEST).is_file():
+            known = ", ".join(self.versions()[-5:]) or "none"
+            raise RegistryError(
+                f"no version or alias '{ref}' in registry {self.root} (recent versions: {known})"
+            )
+        return version
+
+    def path(self, ref: str | None = None) -> Path:
+        return self.root / self.resolve(ref)
+
+    def manifest(self, ref: str | None = None) -> dict[str, Any]:
+        p = self.path(ref) / MANIFEST
+        try:
+            data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RegistryError(f"{p}: corrupt manifest: {e}") from None
+        return data
+
+    def verify(self, ref: str | None = None) -> list[str]:
+        """Artifacts whose SHA-256 no longer matches the manifest (empty: intact)."""
+        vdir = self.path(ref)
+        problems = []
+        for rel, digest in self.manifest(ref).get("artifacts", {}).items():
+            f = vdir / rel
+            if not f.is_file():
+                problems.append(f"{rel}: missing")
+            elif sha256_file(f) != digest:
+                problems.append(f"{rel}: SHA-256 mismatch")
+        return problems
+
+    # --- writing ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stage(self) -> Iterator[StagedVersion]:
+        """Build the next version in a temp folder, holding the registry lock so its number
+        (embedded in the C files) is ours. On clean exit the artifacts are hashed, the
+        manifest written last, and the folder renamed into place; on error nothing remains."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            last = self.latest()
+            n = int(VERSION_RE.match(last).group(1)) + 1 if last else 1  # type: ignore[union-attr]
+            tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+            staged = StagedVersion(dir=tmp, parent=last, version=format_version(n))
+            try:
+                yield staged
+                self._commit(staged)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Exclusive lock on the registry folder (advisory; POSIX flock where available)."""
+        lock_path = self.root / ".lock"
+        with lock_path.open("a") as f:
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - Windows: single writer assumed
+                yield
+                return
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _commit(self, staged: StagedVersion) -> None:
+        assert staged.version is not None
+        manifest = dict(staged.manifest)
+        manifest["version"] = staged.version
+        manifest["parent"] = staged.parent
+        manifest["artifacts"] = {
+            p.relative_to(staged.dir).as_posix(): sha256_file(p)
+            for p in sorted(staged.dir.rglob("*"))
+            if p.is_file() and p.name != MANIFEST
+        }
+        text = json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n"
+        with (staged.dir / MANIFEST).open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        target = self.root / staged.version
+        if target.exists():
+            raise RegistryError(f"{target} already exists; registry versions are immutable")
+        os.rename(staged.dir, target)
+
+    def set_alias(self, alias: str, ref: str) -> dict[str, str]:
+        """Point `alias` at a version (atomically); returns the new alias map."""
+        if not ALIAS_RE.match(alias) or VERSION_RE.match(alias) or alias == "latest":
+            raise RegistryError(f"invalid alias name '{alias}'")
+        version = self.resolve(ref)
+        with self._lock():
+            aliases = self.aliases()
+            aliases[alias] = version
+            self._write_aliases(aliases)
+        return aliases
+
+    def _write_aliases(self, aliases: dict[str, str]) -> None:
+        atomic_write_text(self.root / ALIASES, json.dumps(aliases, indent=2, sort_keys=True) + "\n")
+
+    def promote(self, ref: str) -> dict[str, str]:
+        """Make a version `production`; the previous production becomes `last_known_good`."""
+        version = self.resolve(ref)
+        with self._lock():
+            aliases = self.aliases()
+            previous = aliases.get(PRODUCTION)
+            if previous and previous != version:
+                aliases[LAST_KNOWN_GOOD] = previous
+            aliases[PRODUCTION] = version
+            self._write_aliases(aliases)
+        return aliases

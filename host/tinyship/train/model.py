@@ -1,0 +1,118 @@
+"""Build and fit the small Keras model (MLP, or a 1-D conv front end) with a fixed seed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tinyship.config import ModelSection, TrainingSection
+from tinyship.convert.quantize import quiet_tensorflow
+from tinyship.errors import ModelError
+
+
+@dataclass
+class TrainResult:
+    model: Any  # keras.Model, float, predicts the target in its own units
+    epochs_run: int
+    seconds: float
+    history: dict[str, list[float]]
+
+
+def build_model(n_features: int, n_outputs: int, task: str, spec: ModelSection) -> Any:
+    """The network; regression outputs one linear unit, classification a softmax."""
+    tf = quiet_tensorflow()
+    keras = tf.keras
+    layers: list[Any] = [keras.Input(shape=(n_features,), name="features")]
+    if spec.type == "conv1d":
+        if spec.conv_kernel > n_features:
+            raise ModelError(
+                f"model.conv_kernel={spec.conv_kernel} is larger than the {n_features} features"
+            )
+        layers += [
+            keras.layers.Reshape((n_features, 1)),
+            keras.layers.Conv1D(spec.conv_filters, spec.conv_kernel, activation=spec.activation),
+            keras.layers.Flatten(),
+        ]
+    layers += [keras.layers.Dense(units, activation=spec.activation) for units in spec.hidden]
+    if task == "classification":
+        layers.append(keras.layers.Dense(n_outputs, activation="softmax"))
+    else:
+        layers.append(keras.layers.Dense(1))
+    return keras.Sequential(layers, name="tinyship")
+
+
+def fit(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    task: str,
+    n_classes: int,
+    spec: ModelSection,
+    training: TrainingSection,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train with early stopping on the validation split.
+
+    For regression the target is standardised while training and the scale is folded back
+    into the last Dense layer, so the saved model predicts in target units.
+    """
+    tf = quiet_tensorflow()
+    keras = tf.keras
+    keras.utils.set_random_seed(training.seed)
+    n_out = n_classes if task == "classification" else 1
+    model = build_model(x_train.shape[1], n_out, task, spec)
+    y_mu, y_sigma = 0.0, 1.0
+    if task == "regression":
+        y_mu = float(np.mean(y_train))
+        y_sigma = float(np.std(y_train)) or 1.0
+        yt = ((y_train - y_mu) / y_sigma).astype(np.float32)
+        yv = ((y_val - y_mu) / y_sigma).astype(np.float32)
+        loss = "mse"
+    else:
+        yt, yv = y_train.astype(np.int32), y_val.astype(np.int32)
+        loss = "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(training.learning_rate), loss=loss)
+
+    deadline = time.monotonic() + training.max_seconds
+
+    class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            if on_epoch is not None:
+                on_epoch(epoch + 1, float((logs or {}).get("val_loss", float("nan"))))
+            if time.monotonic() > deadline:
+                self.model.stop_training = True
+
+    t0 = time.monotonic()
+    hist = model.fit(
+        x_train,
+        yt,
+        validation_data=(x_val, yv),
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        verbose=0,
+        shuffle=True,
+        callbacks=[
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=training.patience, restore_best_weights=True
+            ),
+            _Progress(),
+        ],
+    )
+    seconds = time.monotonic() - t0
+    if task == "regression":
+        last = model.layers[-1]
+        w, b = last.get_weights()
+        last.set_weights([w * y_sigma, b * y_sigma + y_mu])
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    return TrainResult(model, len(history.get("loss", [])), seconds, history)
+
+
+def predict(model: Any, x: np.ndarray) -> np.ndarray:
+    """Float model predictions (batch), as NumPy."""
+    return np.asarray(model.predict(x, verbose=0, batch_size=1024))
