@@ -3,10 +3,16 @@ the module docstring says; the bundled CSV is exactly its default output."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from tinyship.cli import cli, main
 from tinyship.config import bundled_dataset
 from tinyship.data.generate import (
     BATTERY_COLUMNS,
@@ -16,6 +22,7 @@ from tinyship.data.generate import (
     generate_battery_dataset,
     to_csv_bytes,
 )
+from tinyship.errors import ExitCode
 
 SMALL = {"cells": 20, "seed": 3}
 
@@ -170,3 +177,75 @@ def test_learnable_without_tensorflow(default_df: pd.DataFrame) -> None:
     capacity_proxy = default_df["discharge_time_s"] * default_df["mean_current_a"]
     assert np.corrcoef(capacity_proxy, y)[0, 1] > 0.9
     assert np.corrcoef(default_df["internal_resistance_mohm"], y)[0, 1] < -0.8
+
+
+# --- `tinyship data generate` ------------------------------------------------------------
+
+
+def test_cli_generate_json_and_atomic(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "fleet.csv"
+    args = ["data", "generate", "--out", str(out), "--cells", "8", "--seed", "2", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    expected = to_csv_bytes(generate_battery_dataset(cells=8, seed=2))
+    assert out.read_bytes() == expected
+    assert payload == {
+        "path": str(out),
+        "rows": len(pd.read_csv(out)),
+        "sha256": hashlib.sha256(expected).hexdigest(),
+    }
+    assert [p.name for p in out.parent.iterdir()] == ["fleet.csv"]  # no temp file left
+    # Same arguments again: same bytes, file replaced in place.
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert out.read_bytes() == expected
+
+
+def test_cli_generate_drift_knobs(tmp_path: Path) -> None:
+    out = tmp_path / "lfp.csv"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "data",
+            "generate",
+            "--out",
+            str(out),
+            "--cells",
+            "6",
+            "--chemistry",
+            "lfp",
+            "--temperature-shift",
+            "5",
+            "--long-tail-fraction",
+            "0.5",
+            "--sample-every",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    expected = generate_battery_dataset(
+        cells=6, chemistry="lfp", temperature_shift_c=5.0, long_tail_fraction=0.5, sample_every=3
+    )
+    assert out.read_bytes() == to_csv_bytes(expected)
+    assert "wrote" in result.output
+
+
+def test_cli_generate_default_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["data", "generate", "--cells", "3"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "battery_soh.csv").is_file()
+
+
+def test_cli_generate_bad_argument_is_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.csv"
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "generate", "--out", str(out), "--long-tail-fraction", "2"])
+    assert exc.value.code == ExitCode.USAGE
+    assert "long_tail_fraction" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "generate", "--out", str(out), "--chemistry", "lco"])
+    assert exc.value.code == ExitCode.USAGE
