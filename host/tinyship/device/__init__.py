@@ -1,0 +1,1 @@
+"""Talking to a tinyship board: protocol codec, serial transport, request/reply client."""

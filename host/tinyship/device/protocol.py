@@ -1,0 +1,585 @@
+"""Host side of the tinyship serial protocol v1 (`firmware/PROTOCOL.md`).
+
+Pure codec, no I/O: COBS, CRC-32, frame encode/decode, command payloads, error replies,
+the HELLO/INFO TLV record, STATS, and a streaming `FrameReader` that pulls valid frames
+out of a byte stream that also carries text lines and garbage.
+
+Every number here mirrors `firmware/lib/tinyship_core/src/tinyship_core.h`;
+`tests/test_protocol_codec.py` parses that header and fails if the two disagree.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+
+from tinyship.errors import ProtocolError
+
+# --- constants (tinyship_core.h) ----------------------------------------------------------
+
+PROTOCOL_VERSION = 1
+MAX_PAYLOAD = 1024
+HEADER_SIZE = 5
+CRC_SIZE = 4
+MAX_PACKET = HEADER_SIZE + MAX_PAYLOAD + CRC_SIZE
+SEQ_UNKNOWN = 0xFFFF
+RESPONSE_FLAG = 0x80
+FRAME_TIMEOUT_US = 500_000
+MAX_LINE = 256
+MAX_REASON = 40
+STATUS_COUNT = 16
+DELIMITER = 0x00
+#: Bytes in one STATS reply (version 1).
+STATS_SIZE = 21 + 4 * STATUS_COUNT
+#: Boot banner prefix printed by `ts_core_init`.
+BANNER_PREFIX = "tinyship ready"
+
+
+def cobs_max_encoded(n: int) -> int:
+    """Largest COBS encoding of `n` bytes (TS_COBS_MAX_ENCODED)."""
+    return n + n // 254 + 1
+
+
+MAX_WIRE_FRAME = cobs_max_encoded(MAX_PACKET) + 2
+
+
+class Command(IntEnum):
+    PING = 0x01
+    HELLO = 0x02
+    INFER = 0x03
+    STATS = 0x04
+    RESET_STATS = 0x05
+    ERROR = 0xFF
+
+
+class Status(IntEnum):
+    """`ts_status_t`: the `code` byte of an error reply."""
+
+    OK = 0
+    BAD_CRC = 1
+    BAD_LENGTH = 2
+    BAD_FRAMING = 3
+    UNKNOWN_COMMAND = 4
+    WRONG_INPUT_SIZE = 5
+    INFERENCE_FAILED = 6
+    BUSY = 7
+    BAD_PAYLOAD = 8
+    BATCH_TOO_LARGE = 9
+    MODEL_INVALID = 10
+    FRAME_TIMEOUT = 11
+    INVALID_ARGUMENT = 12
+    BUFFER_TOO_SMALL = 13
+    IO = 14
+    STORAGE = 15
+
+
+#: Short reasons, as in TS_STATUS_LIST (index = code).
+STATUS_REASONS: dict[Status, str] = {
+    Status.OK: "ok",
+    Status.BAD_CRC: "bad crc",
+    Status.BAD_LENGTH: "bad length",
+    Status.BAD_FRAMING: "bad framing",
+    Status.UNKNOWN_COMMAND: "unknown command",
+    Status.WRONG_INPUT_SIZE: "wrong input size",
+    Status.INFERENCE_FAILED: "inference failed",
+    Status.BUSY: "busy",
+    Status.BAD_PAYLOAD: "bad payload",
+    Status.BATCH_TOO_LARGE: "batch too large",
+    Status.MODEL_INVALID: "model invalid",
+    Status.FRAME_TIMEOUT: "frame timeout",
+    Status.INVALID_ARGUMENT: "invalid argument",
+    Status.BUFFER_TOO_SMALL: "buffer too small",
+    Status.IO: "write failed",
+    Status.STORAGE: "storage failed",
+}
+
+#: Error codes that mean "the frame was damaged on the way", so resending may help.
+TRANSIENT_ERRORS = frozenset(
+    {Status.BAD_CRC, Status.BAD_LENGTH, Status.BAD_FRAMING, Status.FRAME_TIMEOUT}
+)
+
+
+def status_name(code: int) -> str:
+    """`TS_ERR_BAD_CRC` for 1; `TS_OK` for 0; `?` when unknown (as `ts_status_name`)."""
+    try:
+        s = Status(code)
+    except ValueError:
+        return "?"
+    return "TS_OK" if s is Status.OK else f"TS_ERR_{s.name}"
+
+
+class Tag(IntEnum):
+    """HELLO/INFO TLV tags (`ts_tlv_tag_t`)."""
+
+    PROTOCOL_VERSION = 0x01
+    FIRMWARE_VERSION = 0x02
+    MODEL_VERSION = 0x03
+    MODEL_SHA256 = 0x04
+    MODEL_CRC_OK = 0x05
+    MODEL_CRC32 = 0x06
+    PROFILE = 0x07
+    BOARD = 0x08
+    ARENA_USED = 0x09
+    ARENA_SIZE = 0x0A
+    INPUT_SHAPE = 0x0B
+    OUTPUT_SHAPE = 0x0C
+    INPUT_DTYPE = 0x0D
+    OUTPUT_DTYPE = 0x0E
+    INPUT_SCALE = 0x0F
+    INPUT_ZERO_POINT = 0x10
+    OUTPUT_SCALE = 0x11
+    OUTPUT_ZERO_POINT = 0x12
+    UPTIME_US = 0x13
+    BOOT_COUNT = 0x14
+    RESET_REASON = 0x15
+    SELF_TEST = 0x16
+    MAX_PAYLOAD = 0x17
+    GIT_COMMIT = 0x18
+    BUILD_TIME = 0x19
+    INPUT_SIZE = 0x1A
+    OUTPUT_SIZE = 0x1B
+
+
+#: Value type of each tag, as in TS_TLV_LIST.
+TAG_TYPES: dict[Tag, str] = {
+    Tag.PROTOCOL_VERSION: "u8", Tag.FIRMWARE_VERSION: "str", Tag.MODEL_VERSION: "str",
+    Tag.MODEL_SHA256: "str", Tag.MODEL_CRC_OK: "u8", Tag.MODEL_CRC32: "u32",
+    Tag.PROFILE: "str", Tag.BOARD: "str", Tag.ARENA_USED: "u32", Tag.ARENA_SIZE: "u32",
+    Tag.INPUT_SHAPE: "i32[]", Tag.OUTPUT_SHAPE: "i32[]", Tag.INPUT_DTYPE: "u8",
+    Tag.OUTPUT_DTYPE: "u8", Tag.INPUT_SCALE: "f32", Tag.INPUT_ZERO_POINT: "i32",
+    Tag.OUTPUT_SCALE: "f32", Tag.OUTPUT_ZERO_POINT: "i32", Tag.UPTIME_US: "u64",
+    Tag.BOOT_COUNT: "u32", Tag.RESET_REASON: "u8", Tag.SELF_TEST: "selftest",
+    Tag.MAX_PAYLOAD: "u16", Tag.GIT_COMMIT: "str", Tag.BUILD_TIME: "str",
+    Tag.INPUT_SIZE: "u32", Tag.OUTPUT_SIZE: "u32",
+}
+
+DTYPE_FLOAT32 = 1
+DTYPE_INT8 = 9
+
+
+class CrcCheck(IntEnum):
+    MISMATCH = 0
+    OK = 1
+    NOT_CHECKED = 2
+
+
+class SelfTestStatus(IntEnum):
+    PASS = 0
+    FAIL = 1
+    NOT_RUN = 2
+    INFER_ERROR = 3
+
+
+RESET_REASONS = ("unknown", "power-on", "reset-pin", "watchdog", "software", "brown-out",
+                 "lockup", "wake-up", "other")
+
+
+# --- CRC and COBS -------------------------------------------------------------------------
+
+
+def crc32(data: bytes, crc: int = 0) -> int:
+    """CRC-32 IEEE 802.3, as zlib and `ts_crc32`."""
+    return zlib.crc32(data, crc) & 0xFFFFFFFF
+
+
+class FrameError(ProtocolError):
+    """A frame body that fails COBS, length or CRC checks; `status` says which."""
+
+    def __init__(self, status: Status, message: str, *, cmd: int | None = None,
+                 seq: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.cmd = cmd
+        self.seq = seq
+
+
+def cobs_encode(data: bytes) -> bytes:
+    """COBS-encode `data` (no delimiters); the result holds no 0x00.
+
+    A full 254-byte block at the very end is not followed by an empty block, as in
+    Cheshire & Baker and the firmware core."""
+    out = bytearray()
+    i, n = 0, len(data)
+    while True:
+        z = data.find(0, i, i + 254)
+        end = z if z >= 0 else min(n, i + 254)
+        out.append(end - i + 1)
+        out += data[i:end]
+        if z >= 0:
+            i = z + 1
+            continue
+        i = end
+        if i >= n:
+            return bytes(out)
+
+
+def cobs_decode(data: bytes, limit: int | None = None) -> bytes:
+    """Inverse of `cobs_encode`; FrameError(BAD_FRAMING) on a 0x00 or a block overrun.
+
+    With `limit`, more than `limit` decoded bytes is FrameError(BAD_LENGTH), detected in
+    stream order as the core's incremental decoder does (before a final block overrun)."""
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        code = data[i]
+        if code == 0:
+            raise FrameError(Status.BAD_FRAMING, f"COBS code byte 0x00 at offset {i}")
+        end = i + code
+        block = data[i + 1 : min(end, n)]
+        if 0 in block:
+            raise FrameError(Status.BAD_FRAMING, "0x00 inside a COBS block")
+        out += block
+        if limit is not None and len(out) > limit:
+            raise FrameError(Status.BAD_LENGTH, f"oversized frame (> {limit} decoded bytes)")
+        if end > n:
+            raise FrameError(Status.BAD_FRAMING, f"COBS block at offset {i} runs past the end")
+        i = end
+        if code < 0xFF and i < n:
+            out.append(0)
+            if limit is not None and len(out) > limit:
+                raise FrameError(Status.BAD_LENGTH,
+                                 f"oversized frame (> {limit} decoded bytes)")
+    return bytes(out)
+
+
+# --- frames -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    cmd: int
+    seq: int
+    payload: bytes = b""
+
+    @property
+    def is_error(self) -> bool:
+        return self.cmd == Command.ERROR
+
+
+def encode_packet(cmd: int, seq: int, payload: bytes = b"") -> bytes:
+    """cmd, seq, len, payload, crc32: the packet before COBS."""
+    if not 0 <= cmd <= 0xFF or not 0 <= seq <= 0xFFFF:
+        raise ValueError(f"cmd {cmd} or seq {seq} out of range")
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    body = struct.pack("<BHH", cmd, seq, len(payload)) + bytes(payload)
+    return body + struct.pack("<I", crc32(body))
+
+
+def encode_frame(cmd: int, seq: int, payload: bytes = b"") -> bytes:
+    """A complete wire frame: 0x00 COBS(packet) 0x00."""
+    return b"\x00" + cobs_encode(encode_packet(cmd, seq, payload)) + b"\x00"
+
+
+def decode_packet(packet: bytes) -> Frame:
+    """Check a decoded packet in the device's order: length, CRC, then `len` field."""
+    if len(packet) > MAX_PACKET:
+        raise FrameError(Status.BAD_LENGTH, f"oversized packet ({len(packet)} bytes)")
+    if len(packet) < HEADER_SIZE + CRC_SIZE:
+        raise FrameError(Status.BAD_LENGTH, f"truncated packet ({len(packet)} bytes)")
+    (crc,) = struct.unpack_from("<I", packet, len(packet) - CRC_SIZE)
+    if crc32(packet[:-CRC_SIZE]) != crc:
+        raise FrameError(Status.BAD_CRC, "CRC mismatch")
+    cmd, seq, length = struct.unpack_from("<BHH", packet)
+    payload = packet[HEADER_SIZE:-CRC_SIZE]
+    if length != len(payload):
+        raise FrameError(Status.BAD_LENGTH,
+                         f"len field {length} but {len(payload)} payload bytes", cmd=cmd, seq=seq)
+    return Frame(cmd, seq, bytes(payload))
+
+
+def decode_frame(body: bytes) -> Frame:
+    """Decode the bytes between two 0x00 delimiters (as `ts_frame_decode`)."""
+    return decode_packet(cobs_decode(body, MAX_PACKET))
+
+
+# --- payloads -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    code: int
+    request_cmd: int
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return status_name(self.code)
+
+    @property
+    def transient(self) -> bool:
+        return self.code in TRANSIENT_ERRORS
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason!r}, request cmd 0x{self.request_cmd:02X})"
+
+
+def encode_error(code: int, request_cmd: int, reason: str | None = None) -> bytes:
+    if reason is None:
+        reason = STATUS_REASONS.get(Status(code), "?")
+    return bytes([code, request_cmd]) + reason.encode("ascii")[:MAX_REASON]
+
+
+def parse_error(payload: bytes) -> ErrorReply:
+    if len(payload) < 2:
+        raise ProtocolError(f"error reply of {len(payload)} bytes (need at least 2)")
+    return ErrorReply(payload[0], payload[1], payload[2:].decode("ascii", errors="replace"))
+
+
+def max_batch(input_size: int, output_size: int, max_payload: int = MAX_PAYLOAD) -> int:
+    """Most vectors one INFER may carry so that request and reply fit in `max_payload`."""
+    if input_size < 1 or output_size < 1:
+        raise ValueError("input and output sizes must be at least 1")
+    n = min((max_payload - 2) // input_size, (max_payload - 2) // (4 + output_size))
+    return max(0, min(n, 0xFFFF))
+
+
+def encode_infer(batch: np.ndarray) -> bytes:
+    """INFER payload: count:u16 then the int8 vectors, row by row."""
+    a = np.asarray(batch)
+    if a.dtype != np.int8:
+        raise ValueError(f"INFER needs int8 inputs, got {a.dtype}")
+    a = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
+    if not 1 <= a.shape[0] <= 0xFFFF:
+        raise ValueError(f"INFER batch of {a.shape[0]} vectors")
+    return struct.pack("<H", a.shape[0]) + np.ascontiguousarray(a).tobytes()
+
+
+def parse_infer_reply(payload: bytes, output_size: int,
+                      expected_count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """INFER response -> (outputs int8 [count, output_size], latencies_us uint32 [count])."""
+    if len(payload) < 2:
+        raise ProtocolError(f"INFER reply of {len(payload)} bytes")
+    (count,) = struct.unpack_from("<H", payload)
+    per = 4 + output_size
+    if len(payload) != 2 + count * per:
+        raise ProtocolError(f"INFER reply for {count} vectors of {output_size} outputs has "
+                            f"{len(payload)} bytes, expected {2 + count * per}")
+    if expected_count is not None and count != expected_count:
+        raise ProtocolError(f"INFER reply has {count} vectors, expected {expected_count}")
+    rec = np.frombuffer(payload, dtype=np.uint8, offset=2).reshape(count, per)
+    lat = rec[:, :4].copy().view("<u4").reshape(count).astype(np.uint32)
+    out = rec[:, 4:].copy().view(np.int8)
+    return out, lat
+
+
+# --- INFO record --------------------------------------------------------------------------
+
+
+@dataclass
+class SelfTest:
+    status: int
+    vectors: int
+    failed_vector: int
+    max_diff_lsb: int
+
+    @property
+    def status_name(self) -> str:
+        try:
+            return SelfTestStatus(self.status).name.lower().replace("_", "-")
+        except ValueError:
+            return f"unknown({self.status})"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == SelfTestStatus.PASS
+
+
+@dataclass
+class DeviceInfo:
+    """Everything HELLO returned; absent tags stay None; unknown tags kept raw."""
+
+    protocol_version: int | None = None
+    firmware_version: str | None = None
+    model_version: str | None = None
+    model_sha256: str | None = None
+    model_crc_ok: int | None = None
+    model_crc32: int | None = None
+    profile: str | None = None
+    board: str | None = None
+    arena_used: int | None = None
+    arena_size: int | None = None
+    input_shape: list[int] | None = None
+    output_shape: list[int] | None = None
+    input_dtype: int | None = None
+    output_dtype: int | None = None
+    input_scale: float | None = None
+    input_zero_point: int | None = None
+    output_scale: float | None = None
+    output_zero_point: int | None = None
+    uptime_us: int | None = None
+    boot_count: int | None = None
+    reset_reason: int | None = None
+    self_test: SelfTest | None = None
+    max_payload: int | None = None
+    git_commit: str | None = None
+    build_time: str | None = None
+    input_size: int | None = None
+    output_size: int | None = None
+    unknown: dict[int, bytes] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["unknown"] = {f"0x{k:02X}": v.hex() for k, v in self.unknown.items()}
+        if self.self_test is not None:
+            d["self_test"]["status_name"] = self.self_test.status_name
+        if self.model_crc_ok is not None:
+            d["model_crc_check"] = (CrcCheck(self.model_crc_ok).name.lower()
+                                    if self.model_crc_ok in (0, 1, 2) else "?")
+        if self.reset_reason is not None and self.reset_reason < len(RESET_REASONS):
+            d["reset_reason_name"] = RESET_REASONS[self.reset_reason]
+        return d
+
+
+_SCALAR = {"u8": "<B", "u16": "<H", "u32": "<I", "u64": "<Q", "i32": "<i", "f32": "<f"}
+
+
+def _tlv_value(kind: str, value: bytes) -> Any:
+    if kind == "str":
+        return value.decode("utf-8", errors="replace")
+    if kind == "i32[]":
+        if len(value) % 4:
+            raise ProtocolError(f"shape TLV of {len(value)} bytes is not a multiple of 4")
+        return list(struct.unpack(f"<{len(value) // 4}i", value))
+    if kind == "selftest":
+        if len(value) != 6:
+            raise ProtocolError(f"self-test TLV of {len(value)} bytes, expected 6")
+        return SelfTest(*struct.unpack("<BHHB", value))
+    fmt = _SCALAR[kind]
+    if len(value) != struct.calcsize(fmt):
+        raise ProtocolError(f"{kind} TLV of {len(value)} bytes")
+    return struct.unpack(fmt, value)[0]
+
+
+def parse_info(payload: bytes) -> DeviceInfo:
+    """Parse the HELLO INFO record; unknown tags are skipped (kept in `unknown`)."""
+    info = DeviceInfo()
+    i = 0
+    while i < len(payload):
+        if i + 2 > len(payload):
+            raise ProtocolError(f"INFO record truncated at offset {i}")
+        tag, length = payload[i], payload[i + 1]
+        value = payload[i + 2 : i + 2 + length]
+        if len(value) != length:
+            raise ProtocolError(f"INFO TLV 0x{tag:02X} runs past the record")
+        i += 2 + length
+        try:
+            t = Tag(tag)
+        except ValueError:
+            info.unknown[tag] = bytes(value)
+            continue
+        try:
+            setattr(info, t.name.lower(), _tlv_value(TAG_TYPES[t], bytes(value)))
+        except ProtocolError as e:
+            raise ProtocolError(f"INFO tag {t.name}: {e}") from None
+    return info
+
+
+def encode_info(items: list[tuple[int, bytes]]) -> bytes:
+    """Build an INFO record from (tag, raw value) pairs (for tests and fakes)."""
+    return b"".join(bytes([t, len(v)]) + v for t, v in items)
+
+
+@dataclass
+class Stats:
+    inference_count: int
+    latency_min_us: int
+    latency_mean_us: int
+    latency_max_us: int
+    frames_ok: int
+    errors: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_stats(payload: bytes) -> Stats:
+    if len(payload) < 21:
+        raise ProtocolError(f"STATS reply of {len(payload)} bytes (need at least 21)")
+    count, lmin, lmean, lmax, ok, n = struct.unpack_from("<IIIIIB", payload)
+    if len(payload) < 21 + 4 * n:
+        raise ProtocolError(f"STATS reply announces {n} counters but has {len(payload)} bytes")
+    counters = struct.unpack_from(f"<{n}I", payload, 21)
+    errors = {status_name(code): v for code, v in enumerate(counters) if code > 0 and v}
+    return Stats(count, lmin, lmean, lmax, ok, errors)
+
+
+# --- stream reader ------------------------------------------------------------------------
+
+
+class FrameReader:
+    """Split a byte stream on 0x00 into frames; keep only those passing COBS and CRC.
+
+    Chunks that do not decode are text (banner, `info` output) or garbage; their
+    printable lines are collected in `lines`. Counters say what was dropped.
+    """
+
+    #: Drop a chunk without a delimiter once it is this long (garbage, runaway text).
+    MAX_PENDING = 4 * MAX_WIRE_FRAME
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self.lines: list[str] = []
+        self.frames_ok = 0
+        self.bad_frames = 0
+        self.dropped_bytes = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        frames: list[Frame] = []
+        start = 0
+        while True:
+            z = data.find(0, start)
+            if z < 0:
+                self._pending += data[start:]
+                if len(self._pending) > self.MAX_PENDING:
+                    self.dropped_bytes += len(self._pending)
+                    self._pending.clear()
+                return frames
+            self._pending += data[start:z]
+            start = z + 1
+            chunk = bytes(self._pending)
+            self._pending.clear()
+            if chunk:
+                frame = self._decode(chunk)
+                if frame is not None:
+                    frames.append(frame)
+
+    def _decode(self, chunk: bytes) -> Frame | None:
+        try:
+            frame = decode_frame(chunk)
+        except FrameError:
+            self._take_text(chunk)
+            return None
+        self.frames_ok += 1
+        return frame
+
+    def _take_text(self, chunk: bytes) -> None:
+        text = chunk.replace(b"\r", b"\n")
+        parts = [p for p in text.split(b"\n") if p]
+        printable = [p for p in parts if all(32 <= b < 127 or b == 9 for b in p)]
+        if printable and len(printable) == len(parts):
+            self.lines += [p.decode("ascii") for p in printable]
+        else:
+            self.bad_frames += 1
+            self.dropped_bytes += len(chunk)
+
+    def take_lines(self) -> list[str]:
+        """Complete text lines seen so far, including those still pending (no 0x00 yet)."""
+        if b"\n" in self._pending or b"\r" in self._pending:
+            cut = max(self._pending.rfind(b"\n"), self._pending.rfind(b"\r")) + 1
+            head = bytes(self._pending[:cut])
+            del self._pending[:cut]
+            for p in head.replace(b"\r", b"\n").split(b"\n"):
+                if p:
+                    self.lines.append(p.decode("ascii", errors="replace"))
+        out, self.lines = self.lines, []
+        return out
+
+    def reset(self) -> None:
+        self._pending.clear()
+        self.lines.clear()
