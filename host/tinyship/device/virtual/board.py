@@ -1,0 +1,672 @@
+"""A virtual tinyship board: the firmware's own core behind a serial URL.
+
+The board runs `firmware/lib/tinyship_core` compiled for the host (see `_core`), with the
+real TFLite Micro runtime as its inference callback, a virtual microsecond clock driven by
+the latency model (`latency`), persistent storage in a folder (`state`), and optional
+fault injection (`faults`). It serves:
+
+* `socket://127.0.0.1:PORT` (default): a TCP server; a new connection is a port open, and
+  the board resets as an Arduino does when DTR toggles: boot delay, re-init, boot banner.
+  A second connection replaces the first (the old one is closed).
+* a pty (`pty=True`): `pty_path` is the slave device; it boots once at `start()` (a pty
+  cannot tell when it is opened), later resets come only from faults.
+
+Link speed: every byte takes 10 bit times at `baud` in both directions (8N1); `baud=0`
+disables pacing. One thread serves the port; `stop()` joins it with a bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import logging
+import os
+import re
+import select
+import socket
+import tempfile
+import threading
+import time
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from tinyship import __version__
+from tinyship.config import BoardSection
+from tinyship.device.virtual import _core
+from tinyship.device.virtual.faults import Faults
+from tinyship.device.virtual.latency import LatencyModel
+from tinyship.device.virtual.state import BoardState
+from tinyship.errors import DeviceError, ModelError, RegistryError
+from tinyship.registry import Registry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BAUD = 115200
+DEFAULT_BOOT_DELAY_S = 0.3
+BITS_PER_BYTE = 10  # 8N1: start + 8 data + stop
+GOLDEN_TOLERANCE_LSB = 1  # as on boards (PROTOCOL.md section 4)
+_POLL_S = 0.05
+_JOIN_TIMEOUT_S = 5.0
+_GARBAGE_MAX = 16
+
+
+@dataclass
+class BoardStats:
+    """Counters of what the board did and which faults it injected (since `start()`)."""
+
+    boots: int = 0
+    connections: int = 0
+    bytes_rx: int = 0
+    bytes_tx: int = 0
+    frames_tx: int = 0
+    inferences: int = 0
+    corrupted_rx: int = 0
+    corrupted_tx: int = 0
+    dropped_rx: int = 0
+    dropped_tx: int = 0
+    garbage_bursts: int = 0
+    garbage_bytes: int = 0
+    fault_resets: int = 0
+    hangs: int = 0
+    ignored_rx: int = 0
+    wrong_predictions: int = 0
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """What the virtual board is "flashed" with: one registry version."""
+
+    version: str
+    model: bytes
+    manifest: dict[str, Any]
+    golden_inputs: np.ndarray  # (count, input_size) int8
+    golden_outputs: np.ndarray  # (count, output_size) int8
+
+    @property
+    def sha256(self) -> str:
+        return str(self.manifest["model"]["sha256"])
+
+    @property
+    def crc32(self) -> int:
+        return int(self.manifest["model"]["crc32"])
+
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.manifest["model"]["input"]["shape"]))
+
+    @property
+    def output_size(self) -> int:
+        return int(np.prod(self.manifest["model"]["output"]["shape"]))
+
+
+_GOLDEN_RE = r"{name}\s*\[[^\]]*\]\s*=\s*\{{([^}}]*)\}}"
+
+
+def parse_golden(cc_text: str, name: str) -> list[int]:
+    """The int8 values of `const int8_t <name>[...] = {...};` in generated C."""
+    m = re.search(_GOLDEN_RE.format(name=re.escape(name)), cc_text)
+    if m is None:
+        return []
+    return [int(v) for v in m.group(1).replace("\n", " ").split(",") if v.strip()]
+
+
+def load_firmware(registry_root: Path, ref: str | None) -> Firmware:
+    """A registry version with its model bytes and the golden vectors its firmware embeds
+    (parsed from the generated `firmware/tinyship_model_data.cc`)."""
+    reg = Registry(Path(registry_root))
+    version = reg.resolve(ref)
+    vdir = reg.path(version)
+    manifest = reg.manifest(version)
+    try:
+        model = (vdir / "model_int8.tflite").read_bytes()
+        for key in ("sha256", "crc32", "input", "output"):
+            if key not in manifest["model"]:
+                raise KeyError(f"model.{key}")
+        in_shape = manifest["model"]["input"]["shape"]
+        out_shape = manifest["model"]["output"]["shape"]
+    except (OSError, KeyError, TypeError) as e:
+        raise RegistryError(f"registry version {version} is incomplete: {e}") from None
+    n_in = int(np.prod(in_shape))
+    n_out = int(np.prod(out_shape))
+    cc = vdir / "firmware" / "tinyship_model_data.cc"
+    gi: list[int] = []
+    go: list[int] = []
+    if cc.is_file():
+        text = cc.read_text(encoding="utf-8")
+        gi = parse_golden(text, "tinyship_golden_inputs")
+        go = parse_golden(text, "tinyship_golden_outputs")
+    count = len(gi) // n_in if n_in else 0
+    if len(gi) != count * n_in or len(go) != count * n_out:
+        raise RegistryError(f"{cc}: golden vectors do not match the model's input/output size")
+    return Firmware(
+        version=version, model=model, manifest=manifest,
+        golden_inputs=np.array(gi, dtype=np.int8).reshape(count, n_in),
+        golden_outputs=np.array(go, dtype=np.int8).reshape(count, n_out),
+    )
+
+
+class VirtualClock:
+    """Microseconds: real time, except that each inference takes exactly its modelled time.
+
+    `advance(us)` makes the next reading exactly `us` after the previous one (the core reads
+    the clock right before and after each inference callback); later readings continue at
+    real speed from there. Readings never go backwards.
+    """
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic_ns()
+        self._offset = 0
+        self._last = 0
+        self._pinned: int | None = None
+
+    def _real_us(self) -> int:
+        return (time.monotonic_ns() - self._t0) // 1000
+
+    def now_us(self) -> int:
+        real = self._real_us()
+        if self._pinned is not None:
+            value = self._pinned
+            self._pinned = None
+            self._offset = value - real
+        else:
+            value = max(real + self._offset, self._last)
+        self._last = value
+        return value
+
+    def advance(self, us: int) -> None:
+        self._pinned = self._last + us
+
+
+class _Pacer:
+    """Byte timing at a baud rate: `wait(n)` returns when n more bytes have crossed the wire."""
+
+    def __init__(self, baud: int, stop: threading.Event) -> None:
+        self.byte_s = BITS_PER_BYTE / baud if baud > 0 else 0.0
+        self._next = 0.0
+        self._stop = stop
+
+    def wait(self, n: int, *, slack_s: float = 0.0) -> None:
+        if self.byte_s == 0.0:
+            return
+        now = time.monotonic()
+        self._next = max(self._next, now) + n * self.byte_s
+        ahead = self._next - now
+        if ahead > slack_s:
+            self._stop.wait(ahead)
+
+
+class VirtualBoard:
+    """A tinyship board emulated on the host; see the module docstring.
+
+    >>> with VirtualBoard(Path("models"), "v0001") as board:   # doctest: +SKIP
+    ...     port = serial.serial_for_url(board.url, timeout=2)
+    """
+
+    def __init__(
+        self,
+        registry_root: Path | str,
+        version: str | None = None,
+        *,
+        board: BoardSection | None = None,
+        baud: int = DEFAULT_BAUD,
+        faults: Faults | None = None,
+        state_dir: Path | str | None = None,
+        boot_delay_s: float = DEFAULT_BOOT_DELAY_S,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        pty: bool = False,
+        overhead_us: int | None = None,
+        jitter_max_us: int | None = None,
+    ) -> None:
+        if baud < 0:
+            raise ValueError("baud must be >= 0 (0 = unpaced)")
+        if boot_delay_s < 0:
+            raise ValueError("boot_delay_s must be >= 0")
+        self.firmware = load_firmware(Path(registry_root), version)
+        self.board = board or BoardSection.model_validate({})
+        self.baud = baud
+        self.faults = faults or Faults()
+        self.boot_delay_s = boot_delay_s
+        self._host = host
+        self._port = port
+        self._use_pty = pty
+        lat: dict[str, int] = {}
+        if overhead_us is not None:
+            lat["overhead_us"] = overhead_us
+        if jitter_max_us is not None:
+            lat["jitter_max_us"] = jitter_max_us
+        self.latency = LatencyModel(
+            macs=int(self.firmware.manifest["model"].get("macs", 0)),
+            clock_hz=self.board.clock_hz, cycles_per_mac=self.board.cycles_per_mac, **lat,
+        )
+        self._tmp_state: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir is None:
+            self._tmp_state = tempfile.TemporaryDirectory(prefix="tinyship-vboard-")
+            state_dir = self._tmp_state.name
+        self.state = BoardState(Path(state_dir))
+        self.stats = BoardStats()
+        self.clock = VirtualClock()
+
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener: socket.socket | None = None
+        self._conn: socket.socket | None = None
+        self._pty_master: int | None = None
+        self._pty_slave: int | None = None
+        self.pty_path: str | None = None
+        self._url: str | None = None
+        self._runner: Any = None
+        self._core_mem: Any = None
+        self._core: ctypes.c_void_p = ctypes.c_void_p()
+        self._keep: list[Any] = []  # objects the C core references
+        self._in_init = False
+        self._boot_index = 0
+        self._rng_link = np.random.default_rng(0)
+        self._rng_board = np.random.default_rng(0)
+        self._infer_index = 0
+        self._frames_this_boot = 0
+        self._tx_in_frame = False
+        self._hung = False
+        self._reset_pending = False
+        self._rx_pacer = _Pacer(baud, self._stop)
+        self._tx_pacer = _Pacer(baud, self._stop)
+
+    # --- public -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The serial URL to open (`socket://host:port`, or the pty path)."""
+        if self._url is None:
+            raise DeviceError("virtual board not started")
+        return self._url
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> str:
+        """Power the board on (first boot, synchronously) and serve its port; returns the URL."""
+        if self._thread is not None:
+            raise DeviceError("virtual board already started")
+        self._lib = _core.load_core()
+        from tinyship.convert.runtimes import TflmRunner
+
+        arena = int(self.firmware.manifest["model"].get("arena_bytes", 0)) or 16 * 1024
+        try:
+            self._runner = TflmRunner(self.firmware.model, arena)
+        except ModelError as e:
+            raise DeviceError(f"virtual board cannot load {self.firmware.version}: {e}") from e
+        self._core_mem = (ctypes.c_uint64 * ((self._lib.ts_core_size() + 7) // 8))()
+        self._make_platform()
+        self.state.install(self.firmware.version, self.firmware.sha256, __version__)
+        try:
+            if self._use_pty:
+                self._open_pty()
+            else:
+                self._listener = socket.create_server((self._host, self._port))
+                self._listener.setblocking(False)
+                h, p = self._listener.getsockname()[:2]
+                self._url = f"socket://{h}:{p}"
+            self._boot(_core.TS_RESET_POWER_ON)
+        except BaseException:
+            self._close_io()
+            raise
+        self._thread = threading.Thread(target=self._serve, name="tinyship-vboard", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(_JOIN_TIMEOUT_S)
+            if self._thread.is_alive():
+                log.error("virtual board thread did not stop within %.1f s", _JOIN_TIMEOUT_S)
+            self._thread = None
+        self._close_io()
+        if self._tmp_state is not None:
+            self._tmp_state.cleanup()
+            self._tmp_state = None
+
+    def __enter__(self) -> VirtualBoard:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def self_test(self) -> dict[str, int]:
+        st = _core.SelfTest()
+        self._lib.ts_core_get_self_test(self._core, ctypes.byref(st))
+        return {f: int(getattr(st, f)) for f in ("status", "vectors", "failed_vector",
+                                                  "max_diff_lsb")}
+
+    def stats_snapshot(self) -> BoardStats:
+        return dataclasses.replace(self.stats)
+
+    # --- platform callbacks --------------------------------------------------------------
+    def _make_platform(self) -> None:
+        fw = self.firmware
+        m = fw.manifest["model"]
+        f = self.faults
+        version = fw.version
+        if f.wrong_version:
+            version = version + f.wrong_version if f.wrong_version.startswith("-") \
+                else f.wrong_version
+        sha = fw.sha256
+        if f.wrong_hash:
+            sha = ("1" if sha[0] == "0" else "0") + sha[1:]
+        flash = bytearray(fw.model)
+        if f.bad_model_crc and flash:
+            flash[len(flash) // 2] ^= 0x01
+        crc_ok = _core.crc32(bytes(flash)) == fw.crc32
+        in_shape = [int(v) for v in m["input"]["shape"]]
+        out_shape = [int(v) for v in m["output"]["shape"]]
+        strings = {k: v.encode() for k, v in {
+            "firmware_version": __version__, "model_version": version, "model_sha256": sha,
+            "profile": str(fw.manifest.get("profile", "unknown")),
+            "board": f"virtual-{self.board.name}"}.items()}
+        in_arr = (ctypes.c_int32 * len(in_shape))(*in_shape)
+        out_arr = (ctypes.c_int32 * len(out_shape))(*out_shape)
+        gi = (ctypes.c_int8 * max(1, fw.golden_inputs.size))(*fw.golden_inputs.reshape(-1))
+        go = (ctypes.c_int8 * max(1, fw.golden_outputs.size))(*fw.golden_outputs.reshape(-1))
+        cfg = _core.Config(
+            firmware_version=strings["firmware_version"],
+            model_version=strings["model_version"], model_sha256=strings["model_sha256"],
+            profile=strings["profile"], board=strings["board"], git_commit=None,
+            build_time=None, input_size=fw.input_size, output_size=fw.output_size,
+            input_shape=in_arr, output_shape=out_arr,
+            input_rank=len(in_shape), output_rank=len(out_shape),
+            input_scale=float(m["input"]["scale"]), output_scale=float(m["output"]["scale"]),
+            input_zero_point=int(m["input"]["zero_point"]),
+            output_zero_point=int(m["output"]["zero_point"]),
+            arena_size=int(m.get("arena_bytes", 0)), arena_used=int(m.get("arena_min_bytes", 0)),
+            model_crc32=fw.crc32,
+            model_crc_check=_core.TS_CRC_OK if crc_ok else _core.TS_CRC_MISMATCH,
+            boot_count=0, reset_reason=0, golden_inputs=gi, golden_outputs=go,
+            golden_count=len(fw.golden_inputs), golden_tolerance_lsb=GOLDEN_TOLERANCE_LSB,
+        )
+        plat = _core.Platform(
+            user=None, write=_core.WriteFn(self._cb_write), micros=_core.MicrosFn(self._cb_micros),
+            infer=_core.InferFn(self._cb_infer),
+            storage_read=_core.StorageReadFn(self._cb_storage_read),
+            storage_write=_core.StorageWriteFn(self._cb_storage_write),
+        )
+        self._cfg = cfg
+        self._plat = plat
+        self._keep = [strings, in_arr, out_arr, gi, go]
+
+    def _cb_write(self, _user: Any, data: Any, n: int) -> int:
+        try:
+            self._on_tx(ctypes.string_at(data, n))
+        except Exception:  # a callback must not raise into C
+            log.exception("virtual board write callback failed")
+        return _core.TS_OK  # like USB serial with no reader: output is lost, not an error
+
+    def _cb_micros(self, _user: Any) -> int:
+        return self.clock.now_us() & 0xFFFFFFFF
+
+    def _cb_infer(self, _user: Any, inp: Any, n_in: int, out: Any, n_out: int) -> int:
+        try:
+            x = bytes(ctypes.string_at(inp, n_in))
+            y = self._runner.invoke(np.frombuffer(x, dtype=np.int8)).astype(np.int8)
+            if y.size != n_out:
+                return _core.TS_ERR_INFERENCE_FAILED
+            if not self._in_init:
+                idx = self._infer_index
+                self._infer_index += 1
+                self.stats.inferences += 1
+                f = self.faults
+                if idx in f.wrong_at or (f.wrong_prediction > 0
+                                         and self._rng_board.random() < f.wrong_prediction):
+                    y = ((y.astype(np.int16) + f.wrong_delta + 128) % 256 - 128).astype(np.int8)
+                    self.stats.wrong_predictions += 1
+            ctypes.memmove(out, y.tobytes(), n_out)
+            self.clock.advance(self.latency.latency_us(x))
+            return _core.TS_OK
+        except Exception:
+            log.exception("virtual board inference failed")
+            return _core.TS_ERR_INFERENCE_FAILED
+
+    def _cb_storage_read(self, _user: Any, key: int, data: Any, n: int) -> int:
+        try:
+            ctypes.memmove(data, self.state.storage_read(int(key), int(n)), n)
+            return _core.TS_OK
+        except Exception:
+            log.exception("virtual board storage read failed")
+            return _core.TS_ERR_STORAGE
+
+    def _cb_storage_write(self, _user: Any, key: int, data: Any, n: int) -> int:
+        try:
+            self.state.storage_write(int(key), ctypes.string_at(data, n))
+            return _core.TS_OK
+        except Exception:
+            log.exception("virtual board storage write failed")
+            return _core.TS_ERR_STORAGE
+
+    # --- boot ---------------------------------------------------------------------------
+    def _boot(self, reason: int) -> None:
+        """(Re)start the core: fresh state, storage boot counter, self-test, banner."""
+        self._boot_index += 1
+        seq = np.random.SeedSequence([self.faults.seed, self._boot_index])
+        link_seed, board_seed = seq.spawn(2)
+        self._rng_link = np.random.default_rng(link_seed)
+        self._rng_board = np.random.default_rng(board_seed)
+        self._infer_index = 0
+        self._frames_this_boot = 0
+        self._tx_in_frame = False
+        self._hung = False
+        self._reset_pending = False
+        self._cfg.reset_reason = reason
+        ctypes.memset(self._core_mem, 0, ctypes.sizeof(self._core_mem))
+        core = ctypes.c_void_p()
+        self._in_init = True
+        try:
+            st = self._lib.ts_core_init(self._core_mem, ctypes.sizeof(self._core_mem),
+                                        ctypes.byref(self._cfg), ctypes.byref(self._plat),
+                                        ctypes.byref(core))
+        finally:
+            self._in_init = False
+        if core.value is None:
+            raise DeviceError(f"virtual board: ts_core_init failed: {_core.status_str(st)}")
+        if st != _core.TS_OK:
+            log.warning("virtual board boot: %s", _core.status_str(st))
+        self._core = core
+        self.stats.boots += 1
+
+    def _reboot(self, reason: int) -> None:
+        """A reset with the boot delay; bytes arriving meanwhile are lost."""
+        if self.boot_delay_s > 0 and self._stop.wait(self.boot_delay_s):
+            return
+        self._drain_input()
+        self._boot(reason)
+
+    # --- serving ------------------------------------------------------------------------
+    def _serve(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._use_pty:
+                    self._serve_pty_once()
+                else:
+                    self._serve_socket_once()
+                if self._reset_pending and not self._stop.is_set():
+                    self.stats.fault_resets += 1
+                    self._reboot(_core.TS_RESET_WATCHDOG)
+        except Exception:
+            log.exception("virtual board stopped on an error")
+
+    def _serve_socket_once(self) -> None:
+        assert self._listener is not None
+        rlist: list[Any] = [self._listener] + ([self._conn] if self._conn else [])
+        ready, _, _ = select.select(rlist, [], [], _POLL_S)
+        if self._listener in ready:
+            with contextlib.suppress(BlockingIOError):
+                new, _ = self._listener.accept()
+                new.setblocking(True)
+                new.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._close_conn()
+                self._conn = new
+                self.stats.connections += 1
+                self._tx_pacer = _Pacer(self.baud, self._stop)
+                self._rx_pacer = _Pacer(self.baud, self._stop)
+                self._reboot(_core.TS_RESET_PIN)  # port open toggles DTR
+                return
+        if self._conn is not None and self._conn in ready:
+            try:
+                data = self._conn.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                self._close_conn()  # port closed; the board keeps running
+                return
+            self._on_rx(data)
+
+    def _serve_pty_once(self) -> None:
+        assert self._pty_master is not None
+        ready, _, _ = select.select([self._pty_master], [], [], _POLL_S)
+        if ready:
+            try:
+                data = os.read(self._pty_master, 4096)
+            except OSError:
+                self._stop.wait(_POLL_S)
+                return
+            if data:
+                self._on_rx(data)
+
+    def _on_rx(self, data: bytes) -> None:
+        self.stats.bytes_rx += len(data)
+        f = self.faults
+        feed = self._lib.ts_core_feed
+        for i, b in enumerate(data):
+            if self._hung or self._reset_pending or self._stop.is_set():
+                self.stats.ignored_rx += len(data) - i
+                return
+            self._rx_pacer.wait(1, slack_s=0.002)
+            if f.drop_rx and self._rng_link.random() < f.drop_rx:
+                self.stats.dropped_rx += 1
+                continue
+            if f.corrupt_rx and self._rng_link.random() < f.corrupt_rx:
+                b ^= 1 << int(self._rng_link.integers(0, 8))
+                self.stats.corrupted_rx += 1
+            byte = ctypes.c_uint8(b)
+            feed(self._core, ctypes.byref(byte), 1)
+
+    def _on_tx(self, data: bytes) -> None:
+        """Bytes from the core: count frames, inject faults, pace, send."""
+        if self._hung or self._reset_pending:
+            return
+        start = 0
+        for i, b in enumerate(data):
+            if b != 0:
+                continue
+            if not self._tx_in_frame:
+                self._tx_in_frame = True
+                continue
+            self._tx_in_frame = False
+            self._send_faulty(data[start : i + 1])
+            start = i + 1
+            self._frame_sent()
+            if self._hung or self._reset_pending:
+                return
+        if start < len(data):
+            self._send_faulty(data[start:])
+
+    def _frame_sent(self) -> None:
+        f = self.faults
+        self.stats.frames_tx += 1
+        self._frames_this_boot += 1
+        if f.garbage and self._rng_link.random() < f.garbage:
+            n = int(self._rng_link.integers(1, _GARBAGE_MAX + 1))
+            junk = self._rng_link.integers(1, 256, size=n, dtype=np.uint8).tobytes()
+            self.stats.garbage_bursts += 1
+            self.stats.garbage_bytes += n
+            self._send(junk)
+        if f.hang_after and self._frames_this_boot >= f.hang_after:
+            self._hung = True
+            self.stats.hangs += 1
+            return
+        if (f.reset_after and self._frames_this_boot >= f.reset_after) or (
+            f.reset_probability and self._rng_board.random() < f.reset_probability
+        ):
+            self._reset_pending = True
+
+    def _send_faulty(self, data: bytes) -> None:
+        f = self.faults
+        if not (f.drop_tx or f.corrupt_tx):
+            self._send(data)
+            return
+        out = bytearray()
+        for b in data:
+            if f.drop_tx and self._rng_link.random() < f.drop_tx:
+                self.stats.dropped_tx += 1
+                continue
+            if f.corrupt_tx and self._rng_link.random() < f.corrupt_tx:
+                b ^= 1 << int(self._rng_link.integers(0, 8))
+                self.stats.corrupted_tx += 1
+            out.append(b)
+        self._send(bytes(out))
+
+    def _send(self, data: bytes) -> None:
+        chunk = max(1, self.baud // BITS_PER_BYTE // 200) if self.baud else len(data) or 1
+        for i in range(0, len(data), chunk):
+            part = data[i : i + chunk]
+            self._tx_pacer.wait(len(part))
+            if self._stop.is_set():
+                return
+            self.stats.bytes_tx += len(part)
+            if self._conn is not None:
+                try:
+                    self._conn.sendall(part)
+                except OSError:
+                    self._close_conn()
+            elif self._pty_master is not None:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.write(self._pty_master, part)
+
+    # --- I/O helpers --------------------------------------------------------------------
+    def _drain_input(self) -> None:
+        if self._conn is not None:
+            self._conn.setblocking(False)
+            try:
+                while self._conn.recv(4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+            finally:
+                if self._conn is not None:
+                    self._conn.setblocking(True)
+        elif self._pty_master is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                while os.read(self._pty_master, 4096):
+                    pass
+
+    def _open_pty(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._pty_master, self._pty_slave = master, slave
+        self.pty_path = os.ttyname(slave)
+        self._url = self.pty_path
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+
+    def _close_io(self) -> None:
+        self._close_conn()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for fd in (self._pty_master, self._pty_slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._pty_master = self._pty_slave = None

@@ -1,0 +1,96 @@
+"""Persistent state of a virtual board: what it holds in flash, and the core's storage.
+
+`<state_dir>/state.json`, always replaced atomically (temp file + fsync + os.replace):
+
+    {
+      "schema": 1,
+      "slots": {"a": {"model_version": "v0003", "sha256": "...", "firmware_version": "0.1.0"},
+                "b": null},
+      "active": "a",
+      "boot_count": 7,
+      "storage": {"1": "07000000"}
+    }
+
+`storage` holds the core's key/value storage (key -> hex bytes); key 1 is the boot
+counter, mirrored as `boot_count` for people. Two slots are there for A/B updates: today
+the board always writes the model it serves into the active slot.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from tinyship.errors import DeviceError
+from tinyship.registry import atomic_write_text
+
+STATE_FILE = "state.json"
+SCHEMA = 1
+
+
+def empty_state() -> dict[str, Any]:
+    return {"schema": SCHEMA, "slots": {"a": None, "b": None}, "active": "a",
+            "boot_count": 0, "storage": {}}
+
+
+class BoardState:
+    """Thread-safe view of `state.json`; every change is written through atomically."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / STATE_FILE
+        self._lock = threading.Lock()
+        self._data = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            return empty_state()
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DeviceError(f"{self.path}: unreadable virtual board state: {e}",
+                              hint="delete the file to start from an erased board") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise DeviceError(f"{self.path}: not a schema {SCHEMA} virtual board state")
+        base = empty_state()
+        base.update(data)
+        return base
+
+    def _save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self._data, indent=2, sort_keys=True) + "\n")
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = json.loads(json.dumps(self._data))
+            return out
+
+    @property
+    def boot_count(self) -> int:
+        with self._lock:
+            return int(self._data.get("boot_count", 0))
+
+    def install(self, model_version: str, sha256: str, firmware_version: str) -> None:
+        """Put a model in the active slot (what flashing does), keeping storage."""
+        with self._lock:
+            slot = {"model_version": model_version, "sha256": sha256,
+                    "firmware_version": firmware_version}
+            active = str(self._data.get("active", "a"))
+            if self._data["slots"].get(active) != slot:
+                self._data["slots"][active] = slot
+                self._save()
+
+    def storage_read(self, key: int, size: int) -> bytes:
+        """Stored bytes for `key`, or erased flash (0xFF) when never written."""
+        with self._lock:
+            raw = self._data["storage"].get(str(key))
+        data = bytes.fromhex(raw) if isinstance(raw, str) else b""
+        return (data + b"\xff" * size)[:size]
+
+    def storage_write(self, key: int, data: bytes) -> None:
+        with self._lock:
+            self._data["storage"][str(key)] = data.hex()
+            if key == 1 and len(data) == 4:
+                self._data["boot_count"] = int.from_bytes(data, "little")
+            self._save()
