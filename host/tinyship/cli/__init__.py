@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "data": "tinyship.cli.data_cmd:data",
     "train": "tinyship.cli.train_cmd:train",
     "registry": "tinyship.cli.registry_cmd:registry",
+    "emulator": "tinyship.cli.emulator_cmd:emulator",
 }
 
 

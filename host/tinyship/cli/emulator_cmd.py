@@ -1,0 +1,86 @@
+"""`tinyship emulator`: serve a virtual board for a registry version until interrupted.
+
+The first line on stdout is the serial URL (or `{"url": ...}` with `--json`), flushed at
+once, so scripts and tests can read it and connect.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from tinyship.cli._common import json_option
+
+
+@click.command()
+@click.option("--model", "model", default=None, metavar="VERSION",
+              help="Registry version or alias [default: production, else latest].")
+@click.option("--registry", "registry_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Registry folder [default: the config's].")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Project config (registry and [board] latency profile).")
+@click.option("--baud", type=click.IntRange(min=0), default=115200, show_default=True,
+              help="Link speed, 10 bits per byte; 0 = unpaced.")
+@click.option("--faults", "faults_spec", default=None, metavar="SPEC",
+              help="Fault injection, e.g. corrupt_rx=0.01,drop_tx=0.005,garbage=0.05,"
+              "reset_after=20,hang_after=50,wrong_version,wrong_hash,wrong_prediction=0.1,"
+              "seed=1.")
+@click.option("--state", "state_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for the board's persistent state [default: a temporary folder].")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="TCP port for socket:// (0 = any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--pty", "use_pty", is_flag=True, help="Serve a pty instead of a TCP socket.")
+@click.option("--boot-delay", "boot_delay", type=click.FloatRange(min=0.0), default=0.3,
+              show_default=True, help="Seconds from port open (reset) to the boot banner.")
+@json_option
+def emulator(model: str | None, registry_dir: Path | None, config_path: Path | None,
+             baud: int, faults_spec: str | None, state_dir: Path | None, port: int,
+             host: str, use_pty: bool, boot_delay: float, as_json: bool) -> None:
+    """Run a virtual tinyship board (the firmware core + TFLite Micro) on a serial URL."""
+    from tinyship.config import BoardSection, load_config
+    from tinyship.device.virtual import VirtualBoard, parse_faults
+
+    try:
+        faults = parse_faults(faults_spec)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--faults") from None
+    board: BoardSection | None = None
+    if registry_dir is None or config_path is not None:
+        cfg = load_config(config_path)
+        board = cfg.board
+        if registry_dir is None:
+            registry_dir = cfg.registry_path
+    vb = VirtualBoard(registry_dir, model, board=board, baud=baud, faults=faults,
+                      state_dir=state_dir, boot_delay_s=boot_delay, host=host, port=port,
+                      pty=use_pty)
+    done = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        url = vb.start()
+        if as_json:
+            click.echo(json.dumps({"url": url, "version": vb.firmware.version}))
+        else:
+            click.echo(url)
+        sys.stdout.flush()
+        click.echo(f"virtual board {vb.board.name}: model {vb.firmware.version}, "
+                   f"baud {baud or 'unpaced'}, state {vb.state.path}"
+                   + (f", faults {faults.to_spec()}" if faults.active else "")
+                   + "; Ctrl-C to stop", err=True)
+        while not done.wait(0.5):
+            if not vb.running:
+                break
+    finally:
+        vb.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
