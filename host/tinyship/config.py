@@ -46,6 +46,9 @@ class DataSection(_Strict):
     features: list[str] = Field(min_length=1)
     target: str
     task: Literal["regression", "classification"] = "regression"
+    #: Rows sharing this column's value (e.g. one battery cell) stay in one split, so the
+    #: test set measures generalisation to unseen units rather than to unseen rows.
+    group: str | None = None
     #: Declared physical ranges per column: {"mean_temperature_c": [-30, 80]}.
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
     min_rows: int = Field(100, ge=1)
@@ -61,6 +64,8 @@ class DataSection(_Strict):
     def _target_not_feature(self) -> DataSection:
         if self.target in self.features:
             raise ValueError(f"target column '{self.target}' is also listed in features")
+        if self.group is not None and self.group in (*self.features, self.target):
+            raise ValueError(f"group column '{self.group}' is also a feature or the target")
         if len(set(self.features)) != len(self.features):
             raise ValueError("features lists a column more than once")
         for col, (lo, hi) in self.ranges.items():
@@ -109,8 +114,9 @@ class GatesSection(_Strict):
     min_macro_f1: float | None = None
     #: int8 vs float, relative degradation of the main metric (MAE or accuracy).
     max_int8_degradation: float = Field(0.01, ge=0.0)
-    #: TFLite interpreter vs TFLite Micro on the same int8 inputs, in output LSB.
-    max_parity_lsb: int = Field(0, ge=0)
+    #: TFLite interpreter vs TFLite Micro on the same int8 inputs, in output LSB. The two
+    #: runtimes' requantization rounds differently in rare ties, so 1 LSB is the norm.
+    max_parity_lsb: int = Field(1, ge=0)
     #: Physically valid prediction range, e.g. [0, 110] % state of health.
     output_range: tuple[float, float] | None = None
 

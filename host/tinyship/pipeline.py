@@ -171,6 +171,7 @@ def run_pipeline(
             val_fraction=cfg.training.val_fraction,
             rng=rng,
             stratify=y_all if task == "classification" else None,
+            groups=df[cfg.data.group].to_numpy() if cfg.data.group else None,
         )
     except ValueError as e:
         raise DataError(f"{path}: {e}") from None
@@ -190,11 +191,12 @@ def run_pipeline(
         metrics_float = task_metrics(task, y_te, float_pred, n_classes, tail)
 
     with timer.stage("convert", f"quantizing to int8 for profile {cfg.quantization.profile}"):
-        float_tflite = quantize.to_float_tflite(trained.model)
+        export_model = trained.model
+        float_tflite = quantize.to_float_tflite(export_model)
         n_rep = min(cfg.quantization.representative_samples, len(x_tr))
         rep_idx = rng.choice(len(x_tr), size=n_rep, replace=False)
         int8_tflite = quantize.to_int8_tflite(
-            trained.model, x_tr[np.sort(rep_idx)], cfg.quantization.profile
+            export_model, x_tr[np.sort(rep_idx)], cfg.quantization.profile
         )
         info = tflite_info.inspect_model(int8_tflite)
         profile_problems = tflite_info.check_profile(info, cfg.quantization.profile)
@@ -208,7 +210,9 @@ def run_pipeline(
         xq = runtimes.quantize(x_te, tin)
         out_tflite = runtimes.run_tflite(int8_tflite, xq)
         out_tflm = runtimes.run_tflm(int8_tflite, xq, arena)
-        parity = int(np.max(np.abs(out_tflite.astype(np.int32) - out_tflm.astype(np.int32))))
+        diff = np.abs(out_tflite.astype(np.int32) - out_tflm.astype(np.int32))
+        parity = int(diff.max())
+        parity_mismatches = int(np.count_nonzero(diff.max(axis=1)))
         deq = runtimes.dequantize(out_tflm, tout)
         metrics_int8 = task_metrics(task, y_te, deq, n_classes, tail)
         degradation = relative_degradation(task, metrics_float, metrics_int8)
@@ -239,6 +243,7 @@ def run_pipeline(
         "int8": metrics_int8,
         "int8_degradation": degradation,
         "parity_max_lsb": parity,
+        "parity_mismatched_rows": parity_mismatches,
         "epochs": trained.epochs_run,
         "train_seconds": round(trained.seconds, 3),
     }

@@ -45,7 +45,9 @@ COMMANDS: dict[str, str] = {
 }
 
 
-@click.group(cls=_LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="tinyship")
 def cli() -> None:
     """tinyship: CSV -> int8 TFLite Micro model -> firmware -> validated on the device."""

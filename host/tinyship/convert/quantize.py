@@ -29,11 +29,43 @@ def quiet_tensorflow() -> Any:
     return tf
 
 
+def _converter(model: Any) -> Any:
+    """A TFLiteConverter for a Keras model, via a quiet SavedModel export (Keras 3's
+    `from_keras_model` prints the whole signature to stdout).
+
+    The signature fixes the batch size at 1: a dynamic batch makes the converter emit
+    SHAPE/STRIDED_SLICE/PACK around reshapes, ops a microcontroller runtime need not carry.
+    """
+    import tempfile
+
+    tf = quiet_tensorflow()
+    tmp = tempfile.mkdtemp(prefix="tinyship-export-")
+    spec = [tf.TensorSpec([1, *model.inputs[0].shape[1:]], tf.float32)]
+    try:
+        model.export(tmp, format="tf_saved_model", verbose=False, input_signature=spec)
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+    except (AttributeError, TypeError):  # Keras 2 / tf.keras: no export(verbose=)
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv._tinyship_tmp = tmp
+    return conv
+
+
+def _convert(conv: Any) -> bytes:
+    import shutil
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            # "Statistics for quantized inputs were expected": we quantize inputs ourselves.
+            warnings.simplefilter("ignore", UserWarning)
+            return bytes(conv.convert())
+    finally:
+        shutil.rmtree(getattr(conv, "_tinyship_tmp", ""), ignore_errors=True)
+
+
 def to_float_tflite(model: Any) -> bytes:
     """Convert a Keras model to a float32 TFLite flatbuffer (the degradation baseline)."""
-    tf = quiet_tensorflow()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    return bytes(conv.convert())
+    return _convert(_converter(model))
 
 
 def to_int8_tflite(model: Any, representative: np.ndarray, profile: str) -> bytes:
@@ -52,7 +84,7 @@ def to_int8_tflite(model: Any, representative: np.ndarray, profile: str) -> byte
         for i in range(len(rep)):
             yield [rep[i : i + 1]]
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv = _converter(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = gen
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -62,6 +94,6 @@ def to_int8_tflite(model: Any, representative: np.ndarray, profile: str) -> byte
         # Older TFLM (the Arduino library) reads Dense weights as per tensor.
         conv._experimental_disable_per_channel_quantization_for_dense_layers = True
     try:
-        return bytes(conv.convert())
+        return _convert(conv)
     except Exception as e:
         raise ModelError(f"int8 conversion failed: {e}") from e

@@ -28,16 +28,24 @@ def dequantize(q: np.ndarray, t: TensorInfo) -> np.ndarray:
     return (np.asarray(q, dtype=np.float32) - t.zero_point) * np.float32(t.scale)
 
 
-def run_tflite(model: bytes, x: np.ndarray) -> np.ndarray:
-    """Run every row of `x` (already in the input dtype) through the LiteRT interpreter."""
+def run_tflite(model: bytes, x: np.ndarray, *, reference_kernels: bool = True) -> np.ndarray:
+    """Run every row of `x` (already in the input dtype) through the LiteRT interpreter.
+
+    With `reference_kernels` (the default) LiteRT uses its builtin reference kernels, the
+    ones TFLM's are derived from; the default optimized path (XNNPACK) rounds differently
+    by up to an LSB, which would hide a real TFLM discrepancy in noise.
+    """
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:  # pragma: no cover
         try:
-            from tflite_runtime.interpreter import Interpreter
+            from tflite_runtime.interpreter import Interpreter, OpResolverType
         except ImportError as e:
             raise ModelError("no TFLite interpreter: install the ml extra") from e
-    interp: Any = Interpreter(model_content=model, num_threads=1)
+    resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
+    interp: Any = Interpreter(
+        model_content=model, num_threads=1, experimental_op_resolver_type=resolver
+    )
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
@@ -84,60 +92,95 @@ def run_tflm(model: bytes, x: np.ndarray, arena_size: int) -> np.ndarray:
 
 # --- arena sizing -------------------------------------------------------------------------
 # TFLM's Python binding can crash the process (not raise) when the arena is far too small,
-# so each probe runs in a child interpreter.
+# so probes run in a child interpreter that answers one size per line and is restarted
+# if it dies.
 
 _PROBE = r"""
-import sys, json
+import sys
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
 model = open(sys.argv[1], 'rb').read()
-size = int(sys.argv[2])
-it = runtime.Interpreter.from_bytes(model, arena_size=size)
-d = it.get_input_details(0)
-it.set_input(np.zeros(tuple(d['shape']), d['dtype']), 0)
-it.invoke()
-print(json.dumps({"ok": True}))
+for line in sys.stdin:
+    size = int(line)
+    try:
+        it = runtime.Interpreter.from_bytes(model, arena_size=size)
+        d = it.get_input_details(0)
+        it.set_input(np.zeros(tuple(d['shape']), d['dtype']), 0)
+        it.invoke()
+        print("ok", flush=True)
+    except RuntimeError:
+        print("fail", flush=True)
 """
 
 
-def _probe(model_path: str, size: int) -> bool:
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, model_path, str(size)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return proc.returncode == 0 and '"ok": true' in proc.stdout
+class _ArenaProber:
+    def __init__(self, model_path: str) -> None:
+        self._path = model_path
+        self._proc: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", _PROBE, self._path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def fits(self, size: int) -> bool:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self._start()
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(f"{size}\n")
+            self._proc.stdin.flush()
+            answer = self._proc.stdout.readline().strip()
+        except BrokenPipeError:
+            answer = ""
+        if answer == "ok":
+            return True
+        if answer != "fail":  # the child crashed on this size
+            self._proc.wait()
+            self._proc = None
+        return False
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            self._proc.wait(timeout=30)
 
 
-def find_min_arena(model: bytes, *, granularity: int = 16, start: int | None = None) -> int:
+def find_min_arena(model: bytes, *, granularity: int = 16) -> int:
     """Smallest tensor arena (bytes, multiple of `granularity`) TFLM needs for this model.
 
-    Found by bisection on the real TFLM allocator, each probe in a child process.
+    Found by bisection on the real TFLM allocator, in a child process.
     """
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as f:
         f.write(model)
         path = f.name
+    prober = _ArenaProber(path)
     try:
-        hi = max(start or 0, 2048, len(model) // 4)
+        hi = max(2048, len(model) // 4)
         hi = -(-hi // granularity) * granularity
-        while not _probe(path, hi):
-            hi *= 2
+        lo = 0  # largest size known (or assumed) not to fit
+        while not prober.fits(hi):
+            lo, hi = hi, hi * 2
             if hi > 64 * 1024 * 1024:
                 raise ModelError("TFLM could not run the model even with a 64 MiB arena")
-        lo = 0  # known to fail (or untested lower bound)
         while hi - lo > granularity:
             mid = (lo + hi) // 2 // granularity * granularity
             if mid <= lo:
                 break
-            if _probe(path, mid):
+            if prober.fits(mid):
                 hi = mid
             else:
                 lo = mid
         return hi
     finally:
+        prober.close()
         os.unlink(path)
 
 

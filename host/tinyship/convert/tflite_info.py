@@ -82,8 +82,9 @@ def inspect_model(model: bytes) -> ModelInfo:
     def tinfo(idx: int) -> TensorInfo:
         t = g.tensors[idx]
         q = t.quantization
-        scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else 0.0
-        zp = int(q.zeroPoint[0]) if q is not None and q.zeroPoint is not None and len(q.zeroPoint) else 0
+        has_q = q is not None and q.scale is not None and len(q.scale) > 0
+        scale = float(q.scale[0]) if has_q else 0.0
+        zp = int(q.zeroPoint[0]) if has_q and q.zeroPoint is not None else 0
         shape = [int(d) for d in (t.shape if t.shape is not None else [])]
         name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
         return TensorInfo(name, shape, _DTYPES.get(t.type, f"type{t.type}"), scale, zp)
@@ -99,9 +100,13 @@ def inspect_model(model: bytes) -> ModelInfo:
         if name in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"):
             w = g.tensors[op.inputs[1]]
             wq = w.quantization
-            if name == "FULLY_CONNECTED" and wq is not None and wq.scale is not None:
-                if len(wq.scale) > 1:
-                    per_channel += 1
+            if (
+                name == "FULLY_CONNECTED"
+                and wq is not None
+                and wq.scale is not None
+                and len(wq.scale) > 1
+            ):
+                per_channel += 1
             out_shape = g.tensors[op.outputs[0]].shape
             out_elems = int(np.prod(out_shape)) if out_shape is not None else 0
             w_shape = list(w.shape) if w.shape is not None else [0]

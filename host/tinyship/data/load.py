@@ -19,7 +19,8 @@ from tinyship.errors import DataError
 
 
 def load_dataset(path: Path, data_cfg: DataSection) -> pd.DataFrame:
-    """Read a CSV and keep the configured features then the target, in config order.
+    """Read a CSV and keep the configured features, the target (and the group column, if
+    configured), in config order.
 
     Raises DataError naming the file when it is missing, empty, unparseable, or lacks a
     configured column (all missing columns are named, with the ones available).
@@ -45,6 +46,8 @@ def load_dataset(path: Path, data_cfg: DataSection) -> pd.DataFrame:
         raise DataError(f"dataset {path} has a header but no data rows")
 
     wanted = [*data_cfg.features, data_cfg.target]
+    if data_cfg.group is not None:
+        wanted.append(data_cfg.group)
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         names = ", ".join(f"'{c}'" for c in missing)

@@ -21,10 +21,14 @@ def split_indices(
     val_fraction: float,
     rng: np.random.Generator,
     stratify: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> Splits:
-    """Shuffle-split row indices; stratified per class when `stratify` labels are given."""
+    """Shuffle-split row indices; stratified per class when `stratify` labels are given;
+    whole groups (e.g. one battery cell each) per split when `groups` are given."""
     if n < 3:
         raise ValueError(f"need at least 3 rows to split, got {n}")
+    if groups is not None:
+        return _split_groups(groups, test_fraction, val_fraction, rng)
     groups = [np.arange(n)] if stratify is None else [
         np.flatnonzero(stratify == c) for c in np.unique(stratify)
     ]
@@ -40,6 +44,22 @@ def split_indices(
     if train.size == 0:
         raise ValueError("no rows left for training after the test and validation split")
     return Splits(train, np.sort(np.concatenate(va)), np.sort(np.concatenate(te)))
+
+
+def _split_groups(
+    groups: np.ndarray, test_fraction: float, val_fraction: float, rng: np.random.Generator
+) -> Splits:
+    uniq = rng.permutation(np.unique(groups))
+    if len(uniq) < 3:
+        raise ValueError(f"need at least 3 groups to split by group, got {len(uniq)}")
+    n_test = max(1, round(len(uniq) * test_fraction))
+    n_val = max(1, round(len(uniq) * val_fraction))
+    if n_test + n_val >= len(uniq):
+        raise ValueError(f"too few groups ({len(uniq)}) for the test and validation split")
+    test_g, val_g = uniq[:n_test], uniq[n_test : n_test + n_val]
+    in_test, in_val = np.isin(groups, test_g), np.isin(groups, val_g)
+    idx = np.arange(len(groups))
+    return Splits(idx[~in_test & ~in_val], idx[in_val], idx[in_test])
 
 
 @dataclass(frozen=True)
