@@ -13,8 +13,8 @@
 
 #include "tinyship_core.h"
 
-static int g_checks = 0;
-static int g_failures = 0;
+[[maybe_unused]] static int g_checks = 0;
+[[maybe_unused]] static int g_failures = 0;
 
 #define CHECK(cond)                                                        \
   do {                                                                     \
@@ -70,7 +70,7 @@ struct Fake {
 };
 
 // The fake model: out[0] = clamp(sum(in)), out[1] = in[0], out[k] = k.
-static void fake_model(const int8_t *in, size_t in_n, int8_t *out, size_t out_n) {
+[[maybe_unused]] static void fake_model(const int8_t *in, size_t in_n, int8_t *out, size_t out_n) {
   int sum = 0;
   for (size_t i = 0; i < in_n; i++) sum += in[i];
   if (sum > 127) sum = 127;
@@ -80,7 +80,7 @@ static void fake_model(const int8_t *in, size_t in_n, int8_t *out, size_t out_n)
   if (out_n > 1) out[1] = in[0];
 }
 
-static ts_status_t fake_write(void *user, const uint8_t *data, size_t len) {
+[[maybe_unused]] static ts_status_t fake_write(void *user, const uint8_t *data, size_t len) {
   Fake *f = static_cast<Fake *>(user);
   if (f->reenter != nullptr) {
     const uint8_t b = 'x';
@@ -91,13 +91,13 @@ static ts_status_t fake_write(void *user, const uint8_t *data, size_t len) {
   return TS_OK;
 }
 
-static uint32_t fake_micros(void *user) {
+[[maybe_unused]] static uint32_t fake_micros(void *user) {
   Fake *f = static_cast<Fake *>(user);
   f->clock += f->clock_step;
   return f->clock;
 }
 
-static ts_status_t fake_infer(void *user, const int8_t *in, size_t in_n, int8_t *out,
+[[maybe_unused]] static ts_status_t fake_infer(void *user, const int8_t *in, size_t in_n, int8_t *out,
                               size_t out_n) {
   Fake *f = static_cast<Fake *>(user);
   f->infer_calls++;
@@ -110,14 +110,14 @@ static ts_status_t fake_infer(void *user, const int8_t *in, size_t in_n, int8_t 
   return TS_OK;
 }
 
-static ts_status_t fake_storage_read(void *user, uint32_t key, uint8_t *data, size_t len) {
+[[maybe_unused]] static ts_status_t fake_storage_read(void *user, uint32_t key, uint8_t *data, size_t len) {
   Fake *f = static_cast<Fake *>(user);
   if (key != TS_STORAGE_KEY_BOOT_COUNT || len != 4 || !f->has_storage_value) return TS_ERR_STORAGE;
   memcpy(data, f->storage, 4);
   return TS_OK;
 }
 
-static ts_status_t fake_storage_write(void *user, uint32_t key, const uint8_t *data,
+[[maybe_unused]] static ts_status_t fake_storage_write(void *user, uint32_t key, const uint8_t *data,
                                       size_t len) {
   Fake *f = static_cast<Fake *>(user);
   if (key != TS_STORAGE_KEY_BOOT_COUNT || len != 4 || f->fail_storage_write) return TS_ERR_STORAGE;
@@ -133,7 +133,7 @@ enum { kIn = 4, kOut = 2 };
 static const int8_t kGoldenIn[3 * kIn] = {1, 2, 3, 4, -5, 0, 0, 0, 100, 100, -1, 7};
 static int8_t g_golden_out[3 * kOut];
 
-static ts_config_t default_config() {
+[[maybe_unused]] static ts_config_t default_config() {
   for (int g = 0; g < 3; g++) fake_model(kGoldenIn + g * kIn, kIn, g_golden_out + g * kOut, kOut);
   ts_config_t c;
   memset(&c, 0, sizeof(c));
@@ -165,7 +165,7 @@ static ts_config_t default_config() {
   return c;
 }
 
-static ts_platform_t fake_platform(Fake *f, bool storage = false) {
+[[maybe_unused]] static ts_platform_t fake_platform(Fake *f, bool storage = false) {
   ts_platform_t p;
   memset(&p, 0, sizeof(p));
   p.user = f;
@@ -200,7 +200,7 @@ struct Parsed {
 
 // Split the device output into text and frames. The device writes frames as
 // 0x00 COBS 0x00, so delimiters come in pairs.
-static Parsed parse_output(const std::vector<uint8_t> &out) {
+[[maybe_unused]] static Parsed parse_output(const std::vector<uint8_t> &out) {
   Parsed p;
   size_t i = 0;
   while (i < out.size()) {
@@ -224,7 +224,7 @@ static Parsed parse_output(const std::vector<uint8_t> &out) {
   return p;
 }
 
-static std::vector<uint8_t> make_frame(uint8_t cmd, uint16_t seq, const std::vector<uint8_t> &pl) {
+[[maybe_unused]] static std::vector<uint8_t> make_frame(uint8_t cmd, uint16_t seq, const std::vector<uint8_t> &pl) {
   std::vector<uint8_t> buf(TS_MAX_WIRE_FRAME + 16);
   size_t n = 0;
   const ts_status_t st =
@@ -237,15 +237,15 @@ static std::vector<uint8_t> make_frame(uint8_t cmd, uint16_t seq, const std::vec
   return buf;
 }
 
-static void feed(ts_core_t *core, const std::vector<uint8_t> &bytes) {
+[[maybe_unused]] static void feed(ts_core_t *core, const std::vector<uint8_t> &bytes) {
   (void)ts_core_feed(core, bytes.data(), bytes.size());
 }
 
-static void feed_str(ts_core_t *core, const char *s) {
+[[maybe_unused]] static void feed_str(ts_core_t *core, const char *s) {
   (void)ts_core_feed(core, reinterpret_cast<const uint8_t *>(s), strlen(s));
 }
 
-static uint32_t le32(const uint8_t *p) {
+[[maybe_unused]] static uint32_t le32(const uint8_t *p) {
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
          (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
 }

@@ -185,7 +185,6 @@ struct ts_core {
   bool rx_overflow;
   CobsDecoder cobs;
   size_t rx_len;
-  uint8_t rx[TS_MAX_PACKET];
   uint8_t tx[TS_MAX_PACKET];
 
   // text receive
@@ -202,6 +201,10 @@ struct ts_core {
   // buffered output
   size_t out_len;
   uint8_t out[kOutBuf];
+
+  // Last member, so that an overrun of the receive buffer leaves the block
+  // (the fuzz test allocates exactly ts_core_size() bytes for ASan).
+  uint8_t rx[TS_MAX_PACKET];
 };
 
 namespace {
