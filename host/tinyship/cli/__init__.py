@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "train": "tinyship.cli.train_cmd:train",
     "registry": "tinyship.cli.registry_cmd:registry",
     "emulator": "tinyship.cli.emulator_cmd:emulator",
+    "build": "tinyship.cli.build_cmd:build",
 }
 
 

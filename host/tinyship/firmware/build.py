@@ -1,0 +1,173 @@
+"""Build firmware for one PlatformIO environment with a registry version embedded.
+
+The PlatformIO pre-build script (`firmware/scripts/select_model.py`) reads
+`TINYSHIP_MODEL` / `TINYSHIP_REGISTRY`; this module sets them, refuses a model quantized
+for a runtime profile the environment's TFLM library cannot run, and stores the build
+outputs beside the registry (`<registry>/builds/<version>/<env>/`), never inside the
+immutable version folder.
+"""
+
+from __future__ import annotations
+
+import configparser
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tinyship.errors import BuildError
+from tinyship.profiles import PROFILES, compatible
+from tinyship.registry import Registry, sha256_file
+
+PROFILE_OPTION = "custom_tinyship_profile"
+OUTPUT_NAMES = ("firmware.bin", "firmware.hex", "firmware.uf2", "firmware.elf")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    env: str
+    version: str
+    profile: str
+    output_dir: str
+    artifacts: dict[str, str]  # file name -> sha256
+    command: list[str]
+    uploaded: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def read_envs(ini: Path) -> dict[str, dict[str, str]]:
+    """Environments of a platformio.ini (`[env:NAME]` sections) with their raw options."""
+    if not ini.is_file():
+        raise BuildError(f"platformio.ini not found: {ini}")
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(ini, encoding="utf-8")
+    except configparser.Error as e:
+        raise BuildError(f"{ini}: cannot parse: {e}") from None
+    return {
+        s.split(":", 1)[1]: dict(parser.items(s))
+        for s in parser.sections()
+        if s.startswith("env:")
+    }
+
+
+def env_profile(ini: Path, env: str) -> str:
+    """The target-runtime profile an environment declares; BuildError names what's wrong."""
+    envs = read_envs(ini)
+    if env not in envs:
+        raise BuildError(
+            f"no environment '{env}' in {ini} (known: {', '.join(sorted(envs)) or 'none'})"
+        )
+    profile = envs[env].get(PROFILE_OPTION, "").strip()
+    if profile not in PROFILES:
+        raise BuildError(
+            f"{ini} [env:{env}]: {PROFILE_OPTION} = '{profile}' is not a known profile "
+            f"({', '.join(sorted(PROFILES))})"
+        )
+    return profile
+
+
+def check_compatible(env: str, runtime_profile: str, version: str, model_profile: str) -> None:
+    """Refuse a model quantized for a scheme the env's TFLM library computes wrong."""
+    if not compatible(runtime_profile, model_profile):
+        raise BuildError(
+            f"model {version} was quantized for profile '{model_profile}', but env '{env}' "
+            f"links a TFLM library with profile '{runtime_profile}', which cannot run it "
+            "correctly (older TFLM silently mis-computes per-channel quantized Dense layers); "
+            f"retrain with quantization.profile = '{runtime_profile}' or pick another env"
+        )
+
+
+def find_pio() -> list[str]:
+    """The PlatformIO command: `pio` on PATH, else `python -m platformio` if installed."""
+    exe = shutil.which("pio") or shutil.which("platformio")
+    if exe:
+        return [exe]
+    try:
+        import platformio  # noqa: F401
+    except ImportError:
+        raise BuildError(
+            "PlatformIO is not installed",
+            hint="pip install platformio (it needs network access to fetch board platforms)",
+        ) from None
+    return [sys.executable, "-m", "platformio"]
+
+
+def build(
+    project_dir: Path,
+    registry: Registry,
+    env: str,
+    ref: str | None = None,
+    *,
+    upload: bool = False,
+    upload_port: str | None = None,
+    pio: list[str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Run `pio run -e ENV` with the version embedded; store the outputs with the version."""
+    version = registry.resolve(ref)
+    manifest = registry.manifest(version)
+    runtime_profile = env_profile(project_dir / "platformio.ini", env)
+    check_compatible(env, runtime_profile, version, str(manifest.get("profile")))
+    problems = registry.verify(version)
+    if problems:
+        raise BuildError(f"registry version {version} is damaged: {'; '.join(problems)}")
+
+    cmd = [*(pio or find_pio()), "run", "-e", env, "-d", str(project_dir)]
+    if upload:
+        cmd += ["-t", "upload"]
+        if upload_port:
+            cmd += ["--upload-port", upload_port]
+    environ = {**os.environ, "TINYSHIP_MODEL": version,
+               "TINYSHIP_REGISTRY": str(registry.root.resolve())}
+    try:
+        proc = subprocess.Popen(cmd, cwd=project_dir, env=environ, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    except OSError as e:
+        raise BuildError(f"cannot run {cmd[0]}: {e}") from None
+    assert proc.stdout is not None
+    tail: list[str] = []
+    for line in proc.stdout:
+        tail = [*tail[-30:], line.rstrip()]
+        if on_line:
+            on_line(line.rstrip())
+    if proc.wait() != 0:
+        raise BuildError(
+            f"pio run -e {env} failed (exit {proc.returncode}):\n" + "\n".join(tail[-15:])
+        )
+
+    build_dir = project_dir / ".pio" / "build" / env
+    found = [build_dir / n for n in OUTPUT_NAMES if (build_dir / n).is_file()]
+    if not found:
+        raise BuildError(f"pio reported success but left no firmware image in {build_dir}")
+    out_dir = registry.root / "builds" / version / env
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{env}-", dir=out_dir.parent))
+    try:
+        for f in found:
+            shutil.copy2(f, tmp / f.name)
+        artifacts = {f.name: sha256_file(tmp / f.name) for f in found}
+        info = {"env": env, "version": version, "profile": runtime_profile,
+                "model_sha256": manifest.get("model", {}).get("sha256"),
+                "built": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "command": cmd, "artifacts": artifacts}
+        (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{env}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(out_dir, old)
+            os.rename(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return BuildResult(env, version, runtime_profile, str(out_dir), artifacts, cmd, upload)
