@@ -456,3 +456,18 @@ def test_cli_rejects_bad_fault_spec(trained_registry: tuple[Config, str],
     )
     assert proc.returncode == 2
     assert "unknown fault 'bogus'" in proc.stderr
+
+
+def test_pty_serves_the_same_protocol(board_factory: Callable[..., VirtualBoard]) -> None:
+    board = board_factory(pty=True)
+    assert board.pty_path is not None and board.url == board.pty_path
+    link = Link(board.url)  # pyserial flushes input on open: the power-on banner is gone
+    try:
+        link.port.write(b"ping\n")
+        deadline = time.monotonic() + TIMEOUT
+        while b"pong\r\n" not in link.text and time.monotonic() < deadline:
+            link._pump()
+        assert b"pong\r\n" in link.text
+        assert link.request(PING, 5, b"pty")[2] == b"pty"
+    finally:
+        link.close()
