@@ -512,6 +512,10 @@ def parse_stats(payload: bytes) -> Stats:
 # --- stream reader ------------------------------------------------------------------------
 
 
+def _printable(line: bytes) -> bool:
+    return all(32 <= b < 127 or b == 9 for b in line)
+
+
 class FrameReader:
     """Split a byte stream on 0x00 into frames; keep only those passing COBS and CRC.
 
@@ -527,6 +531,7 @@ class FrameReader:
         self.lines: list[str] = []
         self.frames_ok = 0
         self.bad_frames = 0
+        self.damaged_frames = 0
         self.dropped_bytes = 0
 
     def feed(self, data: bytes) -> list[Frame]:
@@ -552,33 +557,40 @@ class FrameReader:
     def _decode(self, chunk: bytes) -> Frame | None:
         try:
             frame = decode_frame(chunk)
-        except FrameError:
+        except FrameError as e:
+            if e.status in (Status.BAD_CRC, Status.BAD_LENGTH) and len(chunk) >= HEADER_SIZE:
+                # COBS-valid but failing CRC: a real frame damaged on the way
+                self.damaged_frames += 1
             self._take_text(chunk)
             return None
         self.frames_ok += 1
         return frame
 
     def _take_text(self, chunk: bytes) -> None:
-        text = chunk.replace(b"\r", b"\n")
-        parts = [p for p in text.split(b"\n") if p]
-        printable = [p for p in parts if all(32 <= b < 127 or b == 9 for b in p)]
-        if printable and len(printable) == len(parts):
-            self.lines += [p.decode("ascii") for p in printable]
+        parts = [p for p in chunk.replace(b"\r", b"\n").split(b"\n") if p]
+        if not parts:
+            return  # a bare line ending before a frame
+        if all(_printable(p) for p in parts):
+            self.lines += [p.decode("ascii") for p in parts]
         else:
             self.bad_frames += 1
             self.dropped_bytes += len(chunk)
 
-    def take_lines(self) -> list[str]:
-        """Complete text lines seen so far, including those still pending (no 0x00 yet)."""
-        if b"\n" in self._pending or b"\r" in self._pending:
-            cut = max(self._pending.rfind(b"\n"), self._pending.rfind(b"\r")) + 1
-            head = bytes(self._pending[:cut])
-            del self._pending[:cut]
-            for p in head.replace(b"\r", b"\n").split(b"\n"):
-                if p:
-                    self.lines.append(p.decode("ascii", errors="replace"))
+    def pop_lines(self) -> list[str]:
+        """Text lines completed by a 0x00 so far (safe while frames are in flight)."""
         out, self.lines = self.lines, []
         return out
+
+    def take_lines(self) -> list[str]:
+        """Like `pop_lines`, plus printable lines still pending (no 0x00 after them yet),
+        e.g. a boot banner. Pending bytes that are not plain text are left alone."""
+        cut = max(self._pending.rfind(b"\n"), self._pending.rfind(b"\r")) + 1
+        head = bytes(self._pending[:cut])
+        parts = [p for p in head.replace(b"\r", b"\n").split(b"\n") if p]
+        if cut and all(_printable(p) for p in parts):
+            del self._pending[:cut]
+            self.lines += [p.decode("ascii") for p in parts]
+        return self.pop_lines()
 
     def reset(self) -> None:
         self._pending.clear()

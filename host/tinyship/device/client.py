@@ -1,0 +1,434 @@
+"""Request/reply client for a tinyship board: sequence numbers, retries, pipelining.
+
+* A reply is accepted only if it passed COBS + CRC (`FrameReader`) and its `seq` matches a
+  request in flight; a late reply to a retired `seq` is ignored.
+* A request whose reply is lost, corrupted or answered with a transient error (bad CRC,
+  bad framing, frame timeout) is sent again with a new `seq`, at most `max_retries` times.
+  The device answers in order, so a reply to a later request means every earlier request
+  still in flight was lost and is resent at once, without waiting for its timeout.
+* After `REOPEN_AFTER_TIMEOUTS` timeouts in a row the port is reopened (a reset that clears
+  a hung board; on USB the board is found again by VID/PID/serial number).
+* Every frame starts with 0x00, so the device resynchronises after garbage.
+* `infer` splits a test set into batches sized from the device's max payload and keeps up
+  to `window` requests in flight, so throughput is bound by the link, not by round trips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tinyship.device import protocol as P
+from tinyship.device.transport import BANNER_TIMEOUT_S, Timeout, Transport
+from tinyship.errors import DeviceError, DeviceTimeout, ProtocolError
+
+#: Base wait for a reply, before adding wire time for the bytes in flight.
+REPLY_TIMEOUT_S = 1.0
+#: Wire time is multiplied by this margin when scaling reply timeouts (esptool style).
+WIRE_TIME_MARGIN = 2.0
+#: Sends of one request after the first, before giving up.
+MAX_RETRIES = 5
+#: Requests in flight at once while streaming INFER batches.
+PIPELINE_WINDOW = 3
+#: Consecutive reply timeouts after which the port is reopened (resets a hung board).
+REOPEN_AFTER_TIMEOUTS = 2
+#: Port reopens allowed during one streamed run (after timeouts or a vanished port).
+MAX_RECONNECTS = 3
+#: Silence after opening before probing with PING in case no banner comes (board not reset).
+PROBE_AFTER_S = 1.0
+
+
+class DeviceReplyError(ProtocolError):
+    """The device answered a request with an error frame that resending will not fix."""
+
+    def __init__(self, message: str, error: P.ErrorReply) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    error_replies: int = 0
+    bad_replies: int = 0
+    stale_replies: int = 0
+    reconnects: int = 0
+    resets_seen: int = 0
+    error_codes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def errors(self) -> int:
+        """Everything that went wrong and was recovered from (or not)."""
+        return self.timeouts + self.error_replies + self.bad_replies
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "retries": self.retries, "timeouts": self.timeouts,
+                "error_replies": self.error_replies, "bad_replies": self.bad_replies,
+                "stale_replies": self.stale_replies, "reconnects": self.reconnects,
+                "resets_seen": self.resets_seen, "error_codes": dict(self.error_codes)}
+
+
+@dataclass
+class _Job:
+    index: int
+    cmd: int
+    payload: bytes
+    parse: Callable[[bytes], Any]
+    attempts: int = 0
+    sent_at: float = 0.0
+    first_sent_at: float = 0.0
+    wire_tx: int = 0
+
+
+@dataclass
+class _Done:
+    value: Any
+    rtt_s: float
+    wire_tx: int
+    wire_rx: int
+
+
+@dataclass
+class InferResult:
+    outputs: np.ndarray          # int8 [n, output_size]
+    latencies_us: np.ndarray     # uint32 [n], device-measured
+    round_trips_s: list[float]   # host send -> reply, per INFER request
+    batch_sizes: list[int]
+    wire_bytes: int              # bytes on the wire for the accepted exchanges, both ways
+    elapsed_s: float
+
+
+def _infer_parser(output_size: int, count: int) -> Callable[[bytes], Any]:
+    def parse(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
+        return P.parse_infer_reply(payload, output_size, expected_count=count)
+    return parse
+
+
+class DeviceClient:
+    """Talks protocol v1 to one board over a `Transport`."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        reply_timeout_s: float = REPLY_TIMEOUT_S,
+        max_retries: int = MAX_RETRIES,
+        window: int = PIPELINE_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.transport = transport
+        self.reply_timeout_s = reply_timeout_s
+        self.max_retries = max_retries
+        self.window = window
+        self._clock = clock
+        self._reader = P.FrameReader()
+        self._seq = 0
+        self.counters = Counters()
+        self.info: P.DeviceInfo | None = None
+        self.banner: str | None = None
+
+    # --- connection ---------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, baud: int = 115_200, banner_timeout_s: float = BANNER_TIMEOUT_S,
+             **kwargs: Any) -> DeviceClient:
+        client = cls(Transport(url, baud=baud), **kwargs)
+        client.connect(banner_timeout_s=banner_timeout_s)
+        return client
+
+    def connect(self, *, banner_timeout_s: float = BANNER_TIMEOUT_S) -> str | None:
+        """Open the port and wait until the board is ready: the boot banner, or (a board
+        that was not reset by opening) an answer to PING. Returns the banner, if seen."""
+        if not self.transport.is_open:
+            self.transport.open()
+        self._reader.reset()
+        self.banner = self._wait_ready(banner_timeout_s)
+        return self.banner
+
+    def _wait_ready(self, timeout_s: float) -> str | None:
+        deadline = Timeout(timeout_s, clock=self._clock)
+        probe_seq: int | None = None
+        while not deadline.expired:
+            for frame in self._reader.feed(self.transport.read()):
+                if probe_seq is not None and frame.seq == probe_seq:
+                    return None
+            for line in self._reader.take_lines():
+                if line.startswith(P.BANNER_PREFIX):
+                    return line
+            if probe_seq is None and deadline.elapsed() >= min(PROBE_AFTER_S, timeout_s / 2):
+                probe_seq = self._next_seq()
+                self.transport.write(P.encode_frame(P.Command.PING, probe_seq, b"ready?"))
+        raise DeviceTimeout(
+            f"{self.transport.url}: no 'tinyship ready' banner and no answer to PING within "
+            f"{timeout_s:g} s",
+            hint="is the tinyship firmware flashed, the baud rate right and the port free?")
+
+    def reconnect(self) -> None:
+        self.counters.reconnects += 1
+        self.transport.reopen()
+        self._reader.reset()
+        # No banner is not fatal here: the request's own retries decide whether it is gone.
+        with contextlib.suppress(DeviceTimeout):
+            self.banner = self._wait_ready(BANNER_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> DeviceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- commands -----------------------------------------------------------------------
+
+    def hello(self) -> P.DeviceInfo:
+        self.info = self.request(P.Command.HELLO, b"", P.parse_info)
+        return self.info
+
+    def ping(self, payload: bytes = b"") -> float:
+        """Round trip of one PING in seconds (the echo is checked)."""
+        def check(reply: bytes) -> bytes:
+            if reply != payload:
+                raise ProtocolError(f"PING echoed {reply!r}, sent {payload!r}")
+            return reply
+        t0 = self._clock()
+        self.request(P.Command.PING, payload, check)
+        return self._clock() - t0
+
+    def stats(self) -> P.Stats:
+        result: P.Stats = self.request(P.Command.STATS, b"", P.parse_stats)
+        return result
+
+    def reset_stats(self) -> None:
+        self.request(P.Command.RESET_STATS, b"", lambda b: None)
+
+    def request(self, cmd: int, payload: bytes, parse: Callable[[bytes], Any]) -> Any:
+        """One request with retries; returns `parse(reply payload)`."""
+        job = _Job(0, int(cmd), payload, parse)
+        return self._run([job])[0].value
+
+    def batch_size(self) -> int:
+        info = self.info or self.hello()
+        if not info.input_size or not info.output_size:
+            raise ProtocolError("device INFO lacks input/output size")
+        n = P.max_batch(info.input_size, info.output_size, info.max_payload or P.MAX_PAYLOAD)
+        if n < 1:
+            raise ProtocolError(f"one vector ({info.input_size} in, {info.output_size} out) "
+                                f"does not fit the device's {info.max_payload}-byte payload")
+        return n
+
+    def infer(self, x: np.ndarray, *, batch_size: int | None = None,
+              on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """int8 inputs [n, input_size] -> (outputs int8 [n, output_size], latencies_us)."""
+        r = self.infer_stream(x, batch_size=batch_size, on_progress=on_progress)
+        return r.outputs, r.latencies_us
+
+    def infer_stream(self, x: np.ndarray, *, batch_size: int | None = None,
+                     on_progress: Callable[[int], None] | None = None) -> InferResult:
+        info = self.info or self.hello()
+        assert info.input_size is not None and info.output_size is not None
+        x = np.asarray(x)
+        if x.dtype != np.int8:
+            raise ValueError(f"inputs must be int8, got {x.dtype}")
+        x = x.reshape(len(x), -1)
+        if x.shape[1] != info.input_size:
+            raise ValueError(f"inputs have {x.shape[1]} values, the device expects "
+                             f"{info.input_size}")
+        bs = min(batch_size or self.batch_size(), self.batch_size())
+        out_size = info.output_size
+        jobs = []
+        for k, start in enumerate(range(0, len(x), bs)):
+            chunk = x[start : start + bs]
+            n = len(chunk)
+            jobs.append(_Job(k, P.Command.INFER, P.encode_infer(chunk),
+                             _infer_parser(out_size, n)))
+        done_vectors = 0
+
+        def progress(job: _Job) -> None:
+            nonlocal done_vectors
+            done_vectors += int.from_bytes(job.payload[:2], "little")
+            if on_progress is not None:
+                on_progress(done_vectors)
+
+        t0 = self._clock()
+        results = self._run(jobs, on_done=progress)
+        elapsed = self._clock() - t0
+        if not results:
+            return InferResult(np.zeros((0, out_size), np.int8), np.zeros(0, np.uint32), [],
+                               [], 0, elapsed)
+        return InferResult(
+            outputs=np.concatenate([r.value[0] for r in results]),
+            latencies_us=np.concatenate([r.value[1] for r in results]),
+            round_trips_s=[r.rtt_s for r in results],
+            batch_sizes=[len(r.value[1]) for r in results],
+            wire_bytes=sum(r.wire_tx + r.wire_rx for r in results),
+            elapsed_s=elapsed,
+        )
+
+    # --- raw access (tests, error-handling checks) ----------------------------------------
+
+    def send_raw(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def read_frames(self, timeout_s: float) -> list[P.Frame]:
+        """Frames arriving within `timeout_s` (for tests that send raw bytes)."""
+        deadline = Timeout(timeout_s, clock=self._clock)
+        frames: list[P.Frame] = []
+        while not deadline.expired:
+            frames += self._reader.feed(self.transport.read())
+        return frames
+
+    # --- engine -------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % P.SEQ_UNKNOWN  # never 0xFFFF
+        return self._seq
+
+    def _timeout_for(self, job: _Job) -> float:
+        """Base timeout plus wire time of everything that may be queued ahead of it."""
+        per_request = P.MAX_WIRE_FRAME * 2 if job.cmd == P.Command.INFER else job.wire_tx * 2
+        return self.reply_timeout_s + WIRE_TIME_MARGIN * self.window * \
+            self.transport.wire_time_s(per_request)
+
+    def _send(self, job: _Job, inflight: OrderedDict[int, _Job]) -> None:
+        if job.attempts > self.max_retries:
+            raise DeviceTimeout(
+                f"{self.transport.url}: no valid reply to {P.Command(job.cmd).name} after "
+                f"{job.attempts} attempts ({self.counters.timeouts} timeouts, "
+                f"{self.counters.error_replies} error replies, {self.counters.bad_replies} "
+                f"bad replies so far)")
+        if job.attempts > 0:
+            self.counters.retries += 1
+        seq = self._next_seq()
+        wire = P.encode_frame(job.cmd, seq, job.payload)
+        job.attempts += 1
+        job.sent_at = self._clock()
+        if job.attempts == 1:
+            job.first_sent_at = job.sent_at
+            self.counters.requests += 1
+        job.wire_tx = len(wire)
+        inflight[seq] = job
+        self.transport.write(wire)
+
+    def _run(self, jobs: list[_Job], on_done: Callable[[_Job], None] | None = None
+             ) -> list[_Done]:
+        queue: deque[_Job] = deque(jobs)
+        inflight: OrderedDict[int, _Job] = OrderedDict()
+        results: dict[int, _Done] = {}
+        consecutive_timeouts = 0
+        reconnects = 0
+
+        def retry_front(js: list[_Job]) -> None:
+            for j in reversed(js):
+                queue.appendleft(j)
+
+        while queue or inflight:
+            while queue and len(inflight) < self.window:
+                self._send(queue.popleft(), inflight)
+            try:
+                data = self.transport.read()
+            except DeviceError:
+                # The port died (USB re-enumeration, board reset): find it again, resend.
+                if reconnects >= MAX_RECONNECTS:
+                    raise
+                reconnects += 1
+                self.reconnect()
+                retry_front(list(inflight.values()))
+                inflight.clear()
+                continue
+            damaged = self._reader.damaged_frames
+            frames = self._reader.feed(data)
+            if self._reader.damaged_frames > damaged and inflight:
+                # A reply arrived damaged; replies come in order, so it was most likely the
+                # oldest request's: resend that now instead of waiting for its timeout.
+                self.counters.bad_replies += self._reader.damaged_frames - damaged
+                retry_front([inflight.pop(next(iter(inflight)))])
+            for frame in frames:
+                if frame.seq not in inflight:
+                    self._on_unmatched(frame, inflight, retry_front)
+                    continue
+                consecutive_timeouts = 0
+                # The device answers in order: requests sent earlier and still in flight
+                # were lost on the way (or their replies were); resend them now.
+                keys = list(inflight)
+                older = [inflight.pop(k) for k in keys[: keys.index(frame.seq)]]
+                job = inflight.pop(frame.seq)
+                accepted = self._accept(job, frame)
+                retry_front(older)
+                if accepted is None:
+                    queue.appendleft(job)
+                    continue
+                results[job.index] = accepted
+                if on_done is not None:
+                    on_done(job)
+            if any(line.startswith(P.BANNER_PREFIX) for line in self._reader.pop_lines()):
+                # The board rebooted: whatever was in flight is gone.
+                self.counters.resets_seen += 1
+                retry_front(list(inflight.values()))
+                inflight.clear()
+                continue
+            if inflight:
+                oldest = next(iter(inflight.values()))
+                if self._clock() - oldest.sent_at > self._timeout_for(oldest):
+                    self.counters.timeouts += 1
+                    consecutive_timeouts += 1
+                    retry_front(list(inflight.values()))
+                    inflight.clear()
+                    if consecutive_timeouts >= REOPEN_AFTER_TIMEOUTS and \
+                            oldest.attempts <= self.max_retries and reconnects < MAX_RECONNECTS:
+                        consecutive_timeouts = 0
+                        reconnects += 1
+                        self.reconnect()
+        return [results[j.index] for j in jobs]
+
+    def _on_unmatched(self, frame: P.Frame, inflight: OrderedDict[int, _Job],
+                      retry_front: Callable[[list[_Job]], None]) -> None:
+        if frame.is_error and frame.seq == P.SEQ_UNKNOWN:
+            # A request arrived damaged; the device answers in order, so it is most likely
+            # the oldest one in flight. Resend it now (a wrong guess only costs a duplicate).
+            self._count_error(frame)
+            if inflight:
+                seq = next(iter(inflight))
+                retry_front([inflight.pop(seq)])
+        else:
+            self.counters.stale_replies += 1
+
+    def _count_error(self, frame: P.Frame) -> P.ErrorReply | None:
+        self.counters.error_replies += 1
+        try:
+            err = P.parse_error(frame.payload)
+        except ProtocolError:
+            self.counters.error_codes["malformed"] += 1
+            return None
+        self.counters.error_codes[err.name] += 1
+        return err
+
+    def _accept(self, job: _Job, frame: P.Frame) -> _Done | None:
+        """The reply's value, None to resend, or raise for a permanent device error."""
+        if frame.is_error:
+            err = self._count_error(frame)
+            if err is None or err.transient:
+                return None
+            raise DeviceReplyError(
+                f"{self.transport.url}: device refused {P.Command(job.cmd).name}: {err}", err)
+        if frame.cmd != job.cmd | P.RESPONSE_FLAG:
+            self.counters.bad_replies += 1
+            return None
+        try:
+            value = job.parse(frame.payload)
+        except ProtocolError:
+            self.counters.bad_replies += 1
+            return None
+        wire_rx = len(P.encode_frame(frame.cmd, frame.seq, frame.payload))
+        return _Done(value, self._clock() - job.sent_at, job.wire_tx, wire_rx)
