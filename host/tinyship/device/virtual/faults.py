@@ -32,8 +32,8 @@ class Faults:
       hang_after: stop answering (read and ignore everything) after this many reply frames
         in a boot, until the port is reopened; 0 = never.
     Identity (config strings the core reports):
-      wrong_version: report this model version instead of the real one ("" = off; the flag
-        without a value reports the real version with "-wrong" appended).
+      wrong_version: report this model version instead of the real one ("" = off; a value
+        starting with "-" is appended to the real version, and the bare flag means "-wrong").
       wrong_hash: report a SHA-256 that differs from the model's.
       bad_model_crc: the model CRC check at boot fails (TS_CRC_MISMATCH; INFER refused).
     Model:
