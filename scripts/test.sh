@@ -5,5 +5,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$("$root/scripts/bootstrap.sh")"
 cd "$root"
-"$venv/bin/ruff" check host tests hil scripts
+lint=(host tests scripts)
+[ -d hil ] && lint+=(hil)
+"$venv/bin/ruff" check "${lint[@]}"
+"$venv/bin/mypy"
 "$venv/bin/python" -m pytest "$@"

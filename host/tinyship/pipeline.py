@@ -124,7 +124,8 @@ def pick_golden(y: np.ndarray, k: int) -> np.ndarray:
     """Indices of k test rows spread over the target's range (boot self-test vectors)."""
     order = np.argsort(y, kind="stable")
     k = min(k, len(order))
-    return order[np.linspace(0, len(order) - 1, k).round().astype(int)]
+    picked: np.ndarray = order[np.linspace(0, len(order) - 1, k).round().astype(int)]
+    return picked
 
 
 def run_pipeline(

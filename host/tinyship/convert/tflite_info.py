@@ -49,7 +49,7 @@ def _schema() -> Any:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:  # pragma: no cover - depends on installed runtime
         try:
-            from tflite_micro.tensorflow.lite.micro.python import (  # type: ignore[no-redef]
+            from tflite_micro.tensorflow.lite.micro.python import (
                 schema_py_generated as schema,
             )
         except ImportError as e:

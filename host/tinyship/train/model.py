@@ -81,7 +81,7 @@ def fit(
 
     deadline = time.monotonic() + training.max_seconds
 
-    class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
+    class _Progress(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             if on_epoch is not None:
                 on_epoch(epoch + 1, float((logs or {}).get("val_loss", float("nan"))))

@@ -29,12 +29,12 @@ def split_indices(
         raise ValueError(f"need at least 3 rows to split, got {n}")
     if groups is not None:
         return _split_groups(groups, test_fraction, val_fraction, rng)
-    groups = [np.arange(n)] if stratify is None else [
+    strata = [np.arange(n)] if stratify is None else [
         np.flatnonzero(stratify == c) for c in np.unique(stratify)
     ]
     tr, va, te = [], [], []
-    for g in groups:
-        g = rng.permutation(g)
+    for stratum in strata:
+        g = rng.permutation(stratum)
         n_test = max(1, round(len(g) * test_fraction))
         n_val = max(1, round(len(g) * val_fraction))
         te.append(g[:n_test])
@@ -77,7 +77,8 @@ class Standardizer:
         return cls(x.mean(axis=0), std)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+        z: np.ndarray = (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+        return z.astype(np.float32)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
