@@ -184,6 +184,13 @@ void test_init_banner_and_preconditions() {
   CHECK(p.frames.empty());
   CHECK(p.text == "tinyship ready proto=1 fw=0.1.0 model=v0003 board=nano33ble selftest=pass\r\n");
   CHECK(ts_core_size() <= sizeof(CoreMem));
+  r.fake.out.clear();
+  CHECK_EQ(ts_core_write_banner(r.core), TS_OK);
+  CHECK(parse_output(r.fake.out).text == p.text);
+  r.fake.fail_write = true;
+  CHECK_EQ(ts_core_write_banner(r.core), TS_ERR_IO);
+  r.fake.fail_write = false;
+  CHECK_EQ(ts_core_write_banner(nullptr), TS_ERR_INVALID_ARGUMENT);
 
   Fake f;
   ts_config_t c = default_config();

@@ -1016,6 +1016,21 @@ void feed_byte(ts_core *c, uint8_t b) {
   }
 }
 
+void write_banner(ts_core *c) {
+  out_str(c, "tinyship ready proto=");
+  out_u64(c, TS_PROTOCOL_VERSION);
+  out_str(c, " fw=");
+  out_str(c, c->cfg.firmware_version);
+  out_str(c, " model=");
+  out_str(c, c->cfg.model_version);
+  out_str(c, " board=");
+  out_str(c, c->cfg.board);
+  out_str(c, " selftest=");
+  out_str(c, self_test_word(c->self_test.status));
+  out_crlf(c);
+  flush(c);
+}
+
 bool valid_string(const char *s, bool required) {
   if (s == nullptr) return !required;
   return bounded_strlen(s, kMaxString) <= kMaxString;
@@ -1201,18 +1216,7 @@ ts_status_t ts_core_init(void *mem, size_t mem_len, const ts_config_t *config,
   run_self_test(c);
   c->magic = kMagic;
 
-  out_str(c, "tinyship ready proto=");
-  out_u64(c, TS_PROTOCOL_VERSION);
-  out_str(c, " fw=");
-  out_str(c, f.firmware_version);
-  out_str(c, " model=");
-  out_str(c, f.model_version);
-  out_str(c, " board=");
-  out_str(c, f.board);
-  out_str(c, " selftest=");
-  out_str(c, self_test_word(c->self_test.status));
-  out_crlf(c);
-  flush(c);
+  write_banner(c);
   c->io_error = false;  // the banner is best effort (USB serial may be closed)
   *out_core = c;
   return result;
@@ -1268,6 +1272,14 @@ ts_status_t ts_core_get_self_test(const ts_core_t *core, ts_self_test_t *out) {
   if (core == nullptr || core->magic != kMagic || out == nullptr) return TS_ERR_INVALID_ARGUMENT;
   *out = core->self_test;
   return TS_OK;
+}
+
+ts_status_t ts_core_write_banner(ts_core_t *core) {
+  if (core == nullptr || core->magic != kMagic) return TS_ERR_INVALID_ARGUMENT;
+  if (core->busy) return TS_ERR_BUSY;
+  core->io_error = false;
+  write_banner(core);
+  return core->io_error ? TS_ERR_IO : TS_OK;
 }
 
 ts_status_t ts_core_set_arena_used(ts_core_t *core, uint32_t arena_used) {

@@ -255,6 +255,9 @@ ts_status_t ts_core_feed(ts_core_t *core, const uint8_t *data, size_t len);
 ts_status_t ts_core_get_stats(const ts_core_t *core, ts_stats_t *out);
 ts_status_t ts_core_reset_stats(ts_core_t *core);
 ts_status_t ts_core_get_self_test(const ts_core_t *core, ts_self_test_t *out);
+/* Write the boot banner line again (e.g. when a USB serial port is opened
+ * after boot and the first banner was lost). */
+ts_status_t ts_core_write_banner(ts_core_t *core);
 /* Update the arena bytes used (known only after the runner allocated). */
 ts_status_t ts_core_set_arena_used(ts_core_t *core, uint32_t arena_used);
 
