@@ -200,3 +200,60 @@ def test_device_side_commands_do_not_import_tensorflow() -> None:
                        timeout=120, env={**os.environ, "PYTHONPATH": str(REPO / "host")})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == ""
+
+
+def _mutate(kind: str, df: pd.DataFrame) -> pd.DataFrame:
+    if kind == "missing_column":
+        return df.drop(columns=["c"])
+    if kind == "non_numeric":
+        df["b"] = df["b"].astype(object)
+        df.loc[3, "b"] = "n/a"
+        return df
+    if kind == "infinite":
+        df.loc[7, "d"] = np.inf
+        return df
+    if kind == "duplicates":
+        return pd.concat([df, df.iloc[:60]], ignore_index=True)
+    if kind == "too_few_rows":
+        return df.iloc[:20]
+    if kind == "constant_target":
+        df["target"] = 5.0
+        return df
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing_column", "missing configured column(s) 'c'"),
+        ("non_numeric", "column 'b'"),
+        ("infinite", "column 'd'"),
+        ("duplicates", "duplicate"),
+        ("too_few_rows", "rows"),
+        ("constant_target", "column 'target'"),
+    ],
+)
+def test_bad_data_stops_before_training_and_keeps_registry(
+    kind: str, message: str, registry_copy: Callable[[], tuple[Path, str]], tmp_path: Path
+) -> None:
+    root, _ = registry_copy()
+    before = _snapshot(root)
+    csv = make_regression_csv(tmp_path / f"{kind}.csv")
+    _mutate(kind, pd.read_csv(csv)).to_csv(csv, index=False)
+    cfg = small_config(tmp_path, csv, project={"registry": str(root)})
+    with pytest.raises(DataError) as exc:
+        run_pipeline(cfg)
+    assert message in str(exc.value)
+    assert exc.value.exit_code == ExitCode.DATA
+    assert _snapshot(root) == before
+
+
+def test_small_class_rejected_by_name(tmp_path: Path) -> None:
+    csv = make_classification_csv(tmp_path / "c.csv")
+    df = pd.read_csv(csv)
+    rare = df[df["label"] == "faulty"].index[3:]
+    df.drop(index=rare).to_csv(csv, index=False)
+    cfg = small_config(tmp_path, csv, task="classification")
+    with pytest.raises(DataError, match="faulty"):
+        run_pipeline(cfg)
+    assert not Registry(cfg.registry_path).versions()
