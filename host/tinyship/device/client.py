@@ -38,6 +38,8 @@ MAX_RETRIES = 5
 PIPELINE_WINDOW = 3
 #: Consecutive reply timeouts after which the port is reopened (resets a hung board).
 REOPEN_AFTER_TIMEOUTS = 2
+#: Failed sends of an INFER batch after which it is split in two (halving until 1 vector).
+SPLIT_AFTER_ATTEMPTS = 2
 #: Port reopens allowed during one streamed run (after timeouts or a vanished port).
 MAX_RECONNECTS = 3
 #: Silence after opening before probing with PING in case no banner comes (board not reset).
@@ -62,6 +64,7 @@ class Counters:
     stale_replies: int = 0
     reconnects: int = 0
     resets_seen: int = 0
+    splits: int = 0
     error_codes: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -73,12 +76,13 @@ class Counters:
         return {"requests": self.requests, "retries": self.retries, "timeouts": self.timeouts,
                 "error_replies": self.error_replies, "bad_replies": self.bad_replies,
                 "stale_replies": self.stale_replies, "reconnects": self.reconnects,
-                "resets_seen": self.resets_seen, "error_codes": dict(self.error_codes)}
+                "resets_seen": self.resets_seen, "splits": self.splits,
+                "error_codes": dict(self.error_codes)}
 
 
 @dataclass
 class _Job:
-    index: int
+    index: tuple[int, ...]
     cmd: int
     payload: bytes
     parse: Callable[[bytes], Any]
@@ -86,6 +90,8 @@ class _Job:
     sent_at: float = 0.0
     first_sent_at: float = 0.0
     wire_tx: int = 0
+    #: Splits the request in two smaller ones (INFER batches), or None.
+    split: Callable[[_Job], list[_Job]] | None = None
 
 
 @dataclass
@@ -104,6 +110,18 @@ class InferResult:
     batch_sizes: list[int]
     wire_bytes: int              # bytes on the wire for the accepted exchanges, both ways
     elapsed_s: float
+
+
+def _splitter(chunk: np.ndarray, output_size: int) -> Callable[[_Job], list[_Job]] | None:
+    if len(chunk) < 2:
+        return None
+
+    def split(job: _Job) -> list[_Job]:
+        half = len(chunk) // 2
+        return [_Job((*job.index, i), job.cmd, P.encode_infer(part),
+                     _infer_parser(output_size, len(part)), split=_splitter(part, output_size))
+                for i, part in enumerate((chunk[:half], chunk[half:]))]
+    return split
 
 
 def _infer_parser(output_size: int, count: int) -> Callable[[bytes], Any]:
@@ -215,7 +233,7 @@ class DeviceClient:
 
     def request(self, cmd: int, payload: bytes, parse: Callable[[bytes], Any]) -> Any:
         """One request with retries; returns `parse(reply payload)`."""
-        job = _Job(0, int(cmd), payload, parse)
+        job = _Job((0,), int(cmd), payload, parse)
         return self._run([job])[0].value
 
     def batch_size(self) -> int:
@@ -251,8 +269,8 @@ class DeviceClient:
         for k, start in enumerate(range(0, len(x), bs)):
             chunk = x[start : start + bs]
             n = len(chunk)
-            jobs.append(_Job(k, P.Command.INFER, P.encode_infer(chunk),
-                             _infer_parser(out_size, n)))
+            jobs.append(_Job((k,), P.Command.INFER, P.encode_infer(chunk),
+                             _infer_parser(out_size, n), split=_splitter(chunk, out_size)))
         done_vectors = 0
 
         def progress(job: _Job) -> None:
@@ -301,7 +319,14 @@ class DeviceClient:
         return self.reply_timeout_s + WIRE_TIME_MARGIN * self.window * \
             self.transport.wire_time_s(per_request)
 
-    def _send(self, job: _Job, inflight: OrderedDict[int, _Job]) -> None:
+    def _send(self, job: _Job, inflight: OrderedDict[int, _Job], queue: deque[_Job]) -> None:
+        if job.attempts >= SPLIT_AFTER_ATTEMPTS and job.split is not None:
+            # A noisy link loses long frames far more often than short ones: halve the batch.
+            self.counters.splits += 1
+            self.counters.retries += 1
+            for part in reversed(job.split(job)):
+                queue.appendleft(part)
+            job = queue.popleft()
         if job.attempts > self.max_retries:
             raise DeviceTimeout(
                 f"{self.transport.url}: no valid reply to {P.Command(job.cmd).name} after "
@@ -325,7 +350,7 @@ class DeviceClient:
              ) -> list[_Done]:
         queue: deque[_Job] = deque(jobs)
         inflight: OrderedDict[int, _Job] = OrderedDict()
-        results: dict[int, _Done] = {}
+        results: dict[tuple[int, ...], _Done] = {}
         consecutive_timeouts = 0
         reconnects = 0
 
@@ -335,7 +360,7 @@ class DeviceClient:
 
         while queue or inflight:
             while queue and len(inflight) < self.window:
-                self._send(queue.popleft(), inflight)
+                self._send(queue.popleft(), inflight, queue)
             try:
                 data = self.transport.read()
             except DeviceError:
@@ -390,7 +415,7 @@ class DeviceClient:
                         consecutive_timeouts = 0
                         reconnects += 1
                         self.reconnect()
-        return [results[j.index] for j in jobs]
+        return [results[k] for k in sorted(results)]
 
     def _on_unmatched(self, frame: P.Frame, inflight: OrderedDict[int, _Job],
                       retry_front: Callable[[list[_Job]], None]) -> None:
