@@ -5,8 +5,9 @@ Imports TensorFlow lazily: only training/conversion pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -50,15 +51,50 @@ def _converter(model: Any) -> Any:
     return conv
 
 
+@contextlib.contextmanager
+def _native_output_captured() -> Iterator[Callable[[], str]]:
+    """Send what native code writes to fd 1/2 (the MLIR converter's chatter) to a temp file;
+    yields a function returning it, so a failure can still show the converter's words."""
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.flush()
+        saved = []
+        try:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
+        except OSError:  # no real fds (embedded interpreter): leave output alone
+            pass
+
+        def text() -> str:
+            sink.seek(0)
+            return sink.read().decode("utf-8", "replace")
+
+        try:
+            yield text
+        finally:
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
 def _convert(conv: Any) -> bytes:
     import shutil
     import warnings
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_output_captured() as captured:
             # "Statistics for quantized inputs were expected": we quantize inputs ourselves.
             warnings.simplefilter("ignore", UserWarning)
-            return bytes(conv.convert())
+            try:
+                return bytes(conv.convert())
+            except Exception as e:
+                tail = "\n".join(captured().strip().splitlines()[-10:])
+                raise ModelError(f"TFLite conversion failed: {e}\n{tail}".rstrip()) from e
     finally:
         shutil.rmtree(getattr(conv, "_tinyship_tmp", ""), ignore_errors=True)
 
@@ -93,7 +129,4 @@ def to_int8_tflite(model: Any, representative: np.ndarray, profile: str) -> byte
     if not prof.per_channel_dense:
         # Older TFLM (the Arduino library) reads Dense weights as per tensor.
         conv._experimental_disable_per_channel_quantization_for_dense_layers = True
-    try:
-        return _convert(conv)
-    except Exception as e:
-        raise ModelError(f"int8 conversion failed: {e}") from e
+    return _convert(conv)
