@@ -1,0 +1,73 @@
+// Host stub of tflite::MicroInterpreter with the 4-argument constructor the
+// runner relies on. The "model" it runs: out[k] = clamp(sum(in) + k), which
+// the glue test's fake registry uses for its golden vectors.
+#ifndef TINYSHIP_STUB_INTERPRETER_H
+#define TINYSHIP_STUB_INTERPRETER_H
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef enum { kTfLiteOk = 0, kTfLiteError = 1 } TfLiteStatus;
+typedef enum { kTfLiteNoType = 0, kTfLiteFloat32 = 1, kTfLiteInt8 = 9 } TfLiteType;
+typedef union {
+  int8_t *int8;
+  float *f;
+} TfLitePtrUnion;
+typedef struct {
+  TfLiteType type;
+  TfLitePtrUnion data;
+  size_t bytes;
+} TfLiteTensor;
+#define TFLITE_SCHEMA_VERSION (3)
+
+extern size_t g_stub_input_bytes;   // set by the test to the model's sizes
+extern size_t g_stub_output_bytes;
+extern bool g_stub_invoke_fails;
+
+namespace tflite {
+struct Model;
+class MicroOpResolver;
+class MicroInterpreter {
+ public:
+  MicroInterpreter(const Model *model, const MicroOpResolver &resolver, uint8_t *arena,
+                   size_t arena_size, void *resource_variables = nullptr, void *profiler = nullptr)
+      : arena_(arena), arena_size_(arena_size) {
+    (void)model;
+    (void)resolver;
+    (void)resource_variables;
+    (void)profiler;
+  }
+  TfLiteStatus AllocateTensors() {
+    if (g_stub_input_bytes + g_stub_output_bytes > arena_size_) return kTfLiteError;
+    in_.type = kTfLiteInt8;
+    in_.bytes = g_stub_input_bytes;
+    in_.data.int8 = reinterpret_cast<int8_t *>(arena_);
+    out_.type = kTfLiteInt8;
+    out_.bytes = g_stub_output_bytes;
+    out_.data.int8 = reinterpret_cast<int8_t *>(arena_ + g_stub_input_bytes);
+    used_ = g_stub_input_bytes + g_stub_output_bytes;
+    return kTfLiteOk;
+  }
+  TfLiteStatus Invoke() {
+    if (g_stub_invoke_fails) return kTfLiteError;
+    int sum = 0;
+    for (size_t i = 0; i < in_.bytes; i++) sum += in_.data.int8[i];
+    for (size_t k = 0; k < out_.bytes; k++) {
+      int v = sum + static_cast<int>(k);
+      out_.data.int8[k] = static_cast<int8_t>(v > 127 ? 127 : v < -128 ? -128 : v);
+    }
+    return kTfLiteOk;
+  }
+  TfLiteTensor *input(size_t) { return &in_; }
+  TfLiteTensor *output(size_t) { return &out_; }
+  size_t arena_used_bytes() const { return used_; }
+
+ private:
+  uint8_t *arena_;
+  size_t arena_size_;
+  size_t used_ = 0;
+  TfLiteTensor in_{};
+  TfLiteTensor out_{};
+};
+}  // namespace tflite
+#endif

@@ -1,0 +1,593 @@
+"""Firmware: host unit tests and fuzzing of the C++ core, the shared library used by
+the virtual board, the Cortex-M4 size check, the PlatformIO project, the model
+selection pre-build script, the Arduino glue run on the host against stub headers,
+and the protocol spec kept in step with the core's header.
+
+Toolchain tests skip with a reason when a tool is missing; TINYSHIP_REQUIRE_ARM=1 /
+TINYSHIP_REQUIRE_PIO=1 turn those skips into failures (CI sets them).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIRMWARE = REPO / "firmware"
+HEADER = FIRMWARE / "lib/tinyship_core/src/tinyship_core.h"
+PROTOCOL = FIRMWARE / "PROTOCOL.md"
+SELECT_MODEL = FIRMWARE / "scripts/select_model.py"
+LIB = FIRMWARE / "build/host/libtinyship_core.so"
+
+
+def _make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    if shutil.which("make") is None or shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("make or a host C++ compiler is not installed")
+    return subprocess.run(
+        ["make", "-C", str(FIRMWARE), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def _ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, f"{proc.args} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+# --------------------------------------------------------------- header parsing --
+
+def _x_list(name: str) -> list[tuple[str, int, str]]:
+    """Entries X(NAME, code, "text") of the X-macro list `name` in the core header."""
+    text = HEADER.read_text()
+    start = text.index(f"#define {name}(X)")
+    block = []
+    for line in text[start:].splitlines():
+        block.append(line)
+        if not line.rstrip().endswith("\\"):
+            break
+    entries = re.findall(r'X\((\w+),\s*(0x[0-9A-Fa-f]+|\d+),\s*"([^"]*)"\)', "\n".join(block))
+    return [(n, int(c, 0), t) for n, c, t in entries]
+
+
+def _doc_rows(prefix: str) -> dict[str, tuple[int, list[str]]]:
+    """Table rows `| code | `PREFIX...` | ... |` of PROTOCOL.md: name -> (code, cells)."""
+    rows: dict[str, tuple[int, list[str]]] = {}
+    for line in PROTOCOL.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and re.fullmatch(r"0x[0-9A-Fa-f]+|\d+", cells[0]):
+            m = re.fullmatch(rf"`({prefix}\w*)`", cells[1])
+            if m:
+                rows[m.group(1)] = (int(cells[0], 0), cells)
+    return rows
+
+
+def test_header_lists_are_parsed() -> None:
+    # Guards the drift test below against a parser that silently finds nothing.
+    assert len(_x_list("TS_STATUS_LIST")) >= 8
+    assert ("TS_CMD_PING", 1, "ping") in _x_list("TS_COMMAND_LIST")
+    assert ("TS_TLV_PROTOCOL_VERSION", 1, "u8") in _x_list("TS_TLV_LIST")
+
+
+@pytest.mark.parametrize(
+    ("x_list", "prefix"),
+    [("TS_STATUS_LIST", "TS_(?:OK|ERR_)"), ("TS_COMMAND_LIST", "TS_CMD_"), ("TS_TLV_LIST", "TS_TLV_")],
+)
+def test_protocol_md_documents_every_code_in_the_header(x_list: str, prefix: str) -> None:
+    code_side = {name: code for name, code, _ in _x_list(x_list)}
+    doc_side = {name: code for name, (code, _) in _doc_rows(prefix).items()}
+    assert code_side == doc_side, (
+        f"PROTOCOL.md and tinyship_core.h disagree: only in header "
+        f"{sorted(set(code_side) - set(doc_side))}, only in doc {sorted(set(doc_side) - set(code_side))}, "
+        f"different codes {sorted(n for n in code_side.keys() & doc_side.keys() if code_side[n] != doc_side[n])}"
+    )
+
+
+def test_protocol_md_error_reasons_match_the_string_table() -> None:
+    rows = _doc_rows("TS_(?:OK|ERR_)")
+    for name, _code, reason in _x_list("TS_STATUS_LIST"):
+        assert rows[name][1][2] == f"`{reason}`", f"reason of {name} differs in PROTOCOL.md"
+    codes = sorted(code for _n, code, _r in _x_list("TS_STATUS_LIST"))
+    assert codes == list(range(len(codes))), "status codes must be dense (string table index)"
+    count = re.search(r"#define TS_STATUS_COUNT (\d+)u", HEADER.read_text())
+    assert count and int(count.group(1)) == len(codes)
+
+
+# ------------------------------------------------------------ host C++ tests --
+
+def test_core_host_unit_tests() -> None:
+    out = _ok(_make("test"))
+    m = re.search(r"(\d+) checks, (\d+) failures", out)
+    assert m, out
+    assert int(m.group(1)) > 1000 and m.group(2) == "0"
+
+
+def test_core_fuzz_200k_frames() -> None:
+    out = _ok(_make("fuzz", "FUZZ_ITERS=200000", "FUZZ_SEED=7", timeout=600))
+    m = re.search(r"fuzz: (\d+) iterations, (\d+) clean requests answered", out)
+    assert m, out
+    assert int(m.group(1)) == 200000 and int(m.group(2)) > 50000
+
+
+# ------------------------------------------------------ shared library (ctypes) --
+
+class Platform(ctypes.Structure):
+    WRITE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t)
+    MICROS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p)
+    INFER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int8), ctypes.c_size_t,
+                             ctypes.POINTER(ctypes.c_int8), ctypes.c_size_t)
+    _fields_ = [("user", ctypes.c_void_p), ("write", WRITE), ("micros", MICROS), ("infer", INFER),
+                ("storage_read", ctypes.c_void_p), ("storage_write", ctypes.c_void_p)]
+
+
+class Config(ctypes.Structure):
+    _fields_ = [
+        ("firmware_version", ctypes.c_char_p), ("model_version", ctypes.c_char_p),
+        ("model_sha256", ctypes.c_char_p), ("profile", ctypes.c_char_p), ("board", ctypes.c_char_p),
+        ("git_commit", ctypes.c_char_p), ("build_time", ctypes.c_char_p),
+        ("input_size", ctypes.c_uint32), ("output_size", ctypes.c_uint32),
+        ("input_shape", ctypes.POINTER(ctypes.c_int32)), ("output_shape", ctypes.POINTER(ctypes.c_int32)),
+        ("input_rank", ctypes.c_uint32), ("output_rank", ctypes.c_uint32),
+        ("input_scale", ctypes.c_float), ("output_scale", ctypes.c_float),
+        ("input_zero_point", ctypes.c_int32), ("output_zero_point", ctypes.c_int32),
+        ("arena_size", ctypes.c_uint32), ("arena_used", ctypes.c_uint32),
+        ("model_crc32", ctypes.c_uint32), ("model_crc_check", ctypes.c_uint32),
+        ("boot_count", ctypes.c_uint32), ("reset_reason", ctypes.c_uint32),
+        ("golden_inputs", ctypes.POINTER(ctypes.c_int8)), ("golden_outputs", ctypes.POINTER(ctypes.c_int8)),
+        ("golden_count", ctypes.c_uint32), ("golden_tolerance_lsb", ctypes.c_uint32),
+    ]
+
+
+def _py_cobs(data: bytes) -> bytes:
+    out, block = bytearray(), bytearray()
+    for b in data:
+        if b == 0:
+            out += bytes([len(block) + 1]) + block
+            block = bytearray()
+        else:
+            block.append(b)
+            if len(block) == 254:
+                out += b"\xff" + block
+                block = bytearray()
+    out += bytes([len(block) + 1]) + block
+    return bytes(out)
+
+
+def _py_frame(cmd: int, seq: int, payload: bytes) -> bytes:
+    packet = struct.pack("<BHH", cmd, seq, len(payload)) + payload
+    packet += struct.pack("<I", zlib.crc32(packet))
+    return b"\x00" + _py_cobs(packet) + b"\x00"
+
+
+@pytest.fixture(scope="module")
+def core_lib() -> ctypes.CDLL:
+    _ok(_make("lib"))
+    assert LIB.is_file()
+    lib = ctypes.CDLL(str(LIB))
+    lib.ts_status_str.restype = ctypes.c_char_p
+    lib.ts_status_name.restype = ctypes.c_char_p
+    lib.ts_crc32.restype = ctypes.c_uint32
+    lib.ts_crc32.argtypes = [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t]
+    lib.ts_core_size.restype = ctypes.c_size_t
+    lib.ts_frame_encode.argtypes = [ctypes.c_uint8, ctypes.c_uint16, ctypes.c_char_p, ctypes.c_size_t,
+                                    ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
+    lib.ts_frame_decode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint8),
+                                    ctypes.POINTER(ctypes.c_uint16), ctypes.c_char_p, ctypes.c_size_t,
+                                    ctypes.POINTER(ctypes.c_size_t)]
+    lib.ts_core_init.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(Config),
+                                 ctypes.POINTER(Platform), ctypes.POINTER(ctypes.c_void_p)]
+    lib.ts_core_feed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    return lib
+
+
+def test_shared_library_exports_the_status_table(core_lib: ctypes.CDLL) -> None:
+    for name, code, reason in _x_list("TS_STATUS_LIST"):
+        assert core_lib.ts_status_str(code).decode() == reason
+        assert core_lib.ts_status_name(code).decode() == name
+    assert core_lib.ts_crc32(0, b"123456789", 9) == 0xCBF43926
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 253, 254, 255, 600, 1024])
+def test_shared_library_frames_match_a_python_reference(core_lib: ctypes.CDLL, size: int) -> None:
+    payload = bytes((i * 7) % 256 for i in range(size))  # includes zeros
+    out = ctypes.create_string_buffer(2048)
+    n = ctypes.c_size_t()
+    assert core_lib.ts_frame_encode(0x03, 0xBEEF, payload, size, out, 2048, ctypes.byref(n)) == 0
+    wire = out.raw[: n.value]
+    assert wire == _py_frame(0x03, 0xBEEF, payload)
+    cmd, seq, plen = ctypes.c_uint8(), ctypes.c_uint16(), ctypes.c_size_t()
+    buf = ctypes.create_string_buffer(1024)
+    body = wire[1:-1]
+    assert core_lib.ts_frame_decode(body, len(body), ctypes.byref(cmd), ctypes.byref(seq), buf, 1024,
+                                    ctypes.byref(plen)) == 0
+    assert (cmd.value, seq.value, buf.raw[: plen.value]) == (3, 0xBEEF, payload)
+
+
+def test_protocol_md_wire_examples_decode(core_lib: ctypes.CDLL) -> None:
+    examples = re.findall(r"(?:wire|reply)\s+((?:[0-9A-F]{2} )+00)", PROTOCOL.read_text())
+    assert len(examples) >= 4
+    for hexes in examples:
+        wire = bytes.fromhex(hexes)
+        body = wire[1:-1]
+        cmd, seq, plen = ctypes.c_uint8(), ctypes.c_uint16(), ctypes.c_size_t()
+        buf = ctypes.create_string_buffer(1024)
+        status = core_lib.ts_frame_decode(body, len(body), ctypes.byref(cmd), ctypes.byref(seq), buf, 1024,
+                                          ctypes.byref(plen))
+        assert status == 0, f"example {hexes} does not decode"
+
+
+def test_shared_library_runs_a_core_through_ctypes(core_lib: ctypes.CDLL) -> None:
+    written = bytearray()
+    clock = [1000]
+
+    @Platform.WRITE
+    def write(_user: Any, data: Any, length: int) -> int:
+        written.extend(ctypes.string_at(data, length))
+        return 0
+
+    @Platform.MICROS
+    def micros(_user: Any) -> int:
+        clock[0] += 25
+        return clock[0]
+
+    @Platform.INFER
+    def infer(_user: Any, inp: Any, n_in: int, out: Any, n_out: int) -> int:
+        total = sum(inp[i] for i in range(n_in))
+        for k in range(n_out):
+            out[k] = max(-128, min(127, total + k))
+        return 0
+
+    shape_in = (ctypes.c_int32 * 2)(1, 3)
+    shape_out = (ctypes.c_int32 * 2)(1, 2)
+    golden_in = (ctypes.c_int8 * 3)(1, 2, 3)
+    golden_out = (ctypes.c_int8 * 2)(6, 7)
+    cfg = Config(b"0.1.0", b"v0001", b"a" * 64, b"tflm-current", b"virtual", None, None, 3, 2,
+                 shape_in, shape_out, 2, 2, 0.5, 0.25, 0, 0, 1024, 100, 0x1234, 1, 0, 0,
+                 golden_in, golden_out, 1, 0)
+    platform = Platform(None, write, micros, infer, None, None)
+    mem = ctypes.create_string_buffer(core_lib.ts_core_size())
+    core = ctypes.c_void_p()
+    assert core_lib.ts_core_init(mem, len(mem), ctypes.byref(cfg), ctypes.byref(platform),
+                                 ctypes.byref(core)) == 0
+    assert bytes(written) == b"tinyship ready proto=1 fw=0.1.0 model=v0001 board=virtual selftest=pass\r\n"
+    written.clear()
+    request = _py_frame(0x03, 9, struct.pack("<H", 2) + bytes([1, 2, 3, 0xFF, 0xFF, 0xFF]))
+    assert core_lib.ts_core_feed(core, request, len(request)) == 0
+    assert written[0] == 0 and written[-1] == 0
+    cmd, seq, plen = ctypes.c_uint8(), ctypes.c_uint16(), ctypes.c_size_t()
+    buf = ctypes.create_string_buffer(1024)
+    body = bytes(written[1:-1])
+    assert core_lib.ts_frame_decode(body, len(body), ctypes.byref(cmd), ctypes.byref(seq), buf, 1024,
+                                    ctypes.byref(plen)) == 0
+    assert (cmd.value, seq.value) == (0x83, 9)
+    count, lat0, o0, o1, lat1, o2, o3 = struct.unpack("<HIbbIbb", buf.raw[: plen.value])
+    assert count == 2 and (o0, o1, o2, o3) == (6, 7, -3, -2)
+    assert lat0 == lat1 == 25  # the core reads the clock around each inference
+    written.clear()
+    assert core_lib.ts_core_feed(core, b"ping\n", 5) == 0
+    assert bytes(written) == b"pong\r\n"
+
+
+# ------------------------------------------------------------ Cortex-M4 build --
+
+def test_core_compiles_for_cortex_m4_and_reports_size() -> None:
+    if shutil.which("arm-none-eabi-g++") is None:
+        if os.environ.get("TINYSHIP_REQUIRE_ARM") == "1":
+            pytest.fail("TINYSHIP_REQUIRE_ARM=1 but arm-none-eabi-g++ is not installed")
+        pytest.skip("arm-none-eabi-g++ not installed (apt-get install gcc-arm-none-eabi)")
+    out = _ok(_make("arm"))
+    m = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\d+\s+[0-9a-f]+\s+\S*tinyship_core\.o", out, re.MULTILINE)
+    assert m, out
+    text, data, bss = (int(v) for v in m.groups())
+    assert 0 < text < 32 * 1024, "core code should stay small"
+    assert data == 0 and bss == 0, "the core keeps no static state (caller-owned memory)"
+
+
+# ------------------------------------------------------------- PlatformIO --
+
+def _pio() -> str | None:
+    found = shutil.which("pio") or shutil.which("platformio")
+    if found:
+        return found
+    local = Path(sys.executable).parent / "pio"
+    return str(local) if local.is_file() else None
+
+
+def test_platformio_ini_parses_with_three_pinned_board_envs() -> None:
+    pio = _pio()
+    if pio is None:
+        if os.environ.get("TINYSHIP_REQUIRE_PIO") == "1":
+            pytest.fail("TINYSHIP_REQUIRE_PIO=1 but pio is not installed")
+        pytest.skip("PlatformIO (pio) not installed")
+    proc = subprocess.run([pio, "project", "config", "--json-output"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    sections = {name: dict(opts) for name, opts in json.loads(proc.stdout)}
+    project = sections["platformio"]
+    for key in ("src_dir", "lib_dir", "include_dir", "test_dir"):
+        assert Path(project[key]).resolve().is_relative_to(FIRMWARE.resolve()), key
+    envs = {name[4:]: opts for name, opts in sections.items() if name.startswith("env:")}
+    assert {"nano33ble", "esp32s3"} <= set(envs)
+    assert len(envs) >= 3
+    boards = set()
+    for name, opts in envs.items():
+        boards.add(opts["board"])
+        assert re.search(r"@\s*\d+\.\d+\.\d+$", opts["platform"]), f"{name}: platform version not pinned"
+        assert opts["custom_tinyship_profile"] in ("tflm-arduino-2023", "tflm-current")
+        deps = opts.get("lib_deps", [])
+        if "espidf" in opts.get("framework", sections["env"].get("framework", [])):
+            manifest = (FIRMWARE / "src/idf_component.yml").read_text()
+            assert re.search(r'esp-tflite-micro:\s*"==\d+\.\d+\.\d+"', manifest), "esp-tflite-micro not pinned"
+        else:
+            assert deps and all(re.search(r"#[0-9a-f]{40}$|@\s*\d+\.\d+\.\d+$", d) for d in deps), (
+                f"{name}: TFLM library not pinned to a commit or exact version: {deps}")
+    assert len(boards) >= 3
+    assert envs["nano33ble"]["custom_tinyship_profile"] == "tflm-arduino-2023"
+    assert envs["esp32s3"]["custom_tinyship_profile"] == "tflm-current"
+    assert "pre:firmware/scripts/select_model.py" in sections["env"]["extra_scripts"]
+
+
+# ------------------------------------------------ pre-build model selection --
+
+def _load_select_model() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tinyship_select_model", SELECT_MODEL)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def sm() -> ModuleType:
+    return _load_select_model()
+
+
+IN_SIZE, OUT_SIZE = 4, 3
+GOLDEN_IN = [[1, 2, 3, 4], [-10, 0, 5, 5], [100, 100, 0, 0]]
+
+
+def _stub_model(values: list[int]) -> list[int]:
+    """What the stub interpreter in firmware/test/glue computes."""
+    total = sum(values)
+    return [max(-128, min(127, total + k)) for k in range(OUT_SIZE)]
+
+
+def _write_version(registry: Path, version: str, profile: str, *, data: bytes | None = None,
+                   header_version: str | None = None) -> None:
+    data = data if data is not None else bytes(range(1, 97))
+    sha, crc = hashlib.sha256(data).hexdigest(), zlib.crc32(data)
+    vdir = registry / version
+    (vdir / "firmware").mkdir(parents=True)
+    (vdir / "manifest.json").write_text(json.dumps({
+        "version": version, "profile": profile,
+        "model": {"sha256": sha, "crc32": crc, "arena_bytes": 2048},
+    }))
+    golden_out = [v for row in GOLDEN_IN for v in _stub_model(row)]
+    golden_in = [v for row in GOLDEN_IN for v in row]
+    (vdir / "firmware/tinyship_model_data.h").write_text(f"""/* autogenerated, do not edit */
+#ifndef TINYSHIP_MODEL_DATA_H
+#define TINYSHIP_MODEL_DATA_H
+#include <stddef.h>
+#include <stdint.h>
+#define TINYSHIP_MODEL_VERSION "{header_version or version}"
+#define TINYSHIP_MODEL_SHA256 "{sha}"
+#define TINYSHIP_MODEL_CRC32 0x{crc:08x}u
+#define TINYSHIP_MODEL_PROFILE "{profile}"
+#define TINYSHIP_MODEL_ARENA_BYTES 2048
+#define TINYSHIP_MODEL_INPUT_SIZE {IN_SIZE}
+#define TINYSHIP_MODEL_OUTPUT_SIZE {OUT_SIZE}
+#define TINYSHIP_MODEL_INPUT_SCALE 0.5f
+#define TINYSHIP_MODEL_OUTPUT_SCALE 0.25f
+#define TINYSHIP_MODEL_INPUT_ZERO_POINT -1
+#define TINYSHIP_MODEL_OUTPUT_ZERO_POINT 2
+#define TINYSHIP_MODEL_INPUT_RANK 2
+#define TINYSHIP_MODEL_OUTPUT_RANK 2
+#define TINYSHIP_GOLDEN_COUNT {len(GOLDEN_IN)}
+#ifdef __cplusplus
+extern "C" {{
+#endif
+extern const int32_t tinyship_model_input_shape[];
+extern const int32_t tinyship_model_output_shape[];
+extern const unsigned char tinyship_model_data[];
+extern const unsigned int tinyship_model_data_len;
+extern const int8_t tinyship_golden_inputs[];
+extern const int8_t tinyship_golden_outputs[];
+#ifdef __cplusplus
+}}
+#endif
+#endif
+""")
+    (vdir / "firmware/tinyship_model_data.cc").write_text(f"""/* autogenerated, do not edit */
+#include "tinyship_model_data.h"
+const int32_t tinyship_model_input_shape[] = {{1, {IN_SIZE}}};
+const int32_t tinyship_model_output_shape[] = {{1, {OUT_SIZE}}};
+alignas(16) const unsigned char tinyship_model_data[] = {{{", ".join(str(b) for b in data)}}};
+const unsigned int tinyship_model_data_len = {len(data)};
+const int8_t tinyship_golden_inputs[] = {{{", ".join(map(str, golden_in))}}};
+const int8_t tinyship_golden_outputs[] = {{{", ".join(map(str, golden_out))}}};
+""")
+    (vdir / "firmware/tinyship_model_ops.h").write_text("""/* autogenerated, do not edit */
+#ifndef TINYSHIP_MODEL_OPS_H
+#define TINYSHIP_MODEL_OPS_H
+#define TINYSHIP_MODEL_OP_COUNT 2
+template <typename Resolver>
+inline int tinyship_register_ops(Resolver& resolver) {
+  if (static_cast<int>(resolver.AddFullyConnected()) != 0) return 1;
+  if (static_cast<int>(resolver.AddRelu()) != 0) return 2;
+  return 0;
+}
+#endif
+""")
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Path:
+    reg = tmp_path / "models"
+    _write_version(reg, "v0001", "tflm-arduino-2023")
+    _write_version(reg, "v0002", "tflm-arduino-2023")
+    _write_version(reg, "v0010", "tflm-current")
+    return reg
+
+
+def test_resolve_newest_without_aliases(sm: ModuleType, registry: Path) -> None:
+    assert sm.list_versions(registry) == ["v0001", "v0002", "v0010"]  # numeric, not lexical
+    assert sm.resolve_version(registry, None) == "v0010"
+    assert sm.resolve_version(registry, "") == "v0010"
+
+
+def test_resolve_production_alias_then_explicit_and_alias_names(sm: ModuleType, registry: Path) -> None:
+    (registry / "aliases.json").write_text(json.dumps({"production": "v0002", "last_known_good": "v0001"}))
+    assert sm.resolve_version(registry, None) == "v0002"
+    assert sm.resolve_version(registry, "v0010") == "v0010"
+    assert sm.resolve_version(registry, "last_known_good") == "v0001"
+
+
+def test_resolve_errors_name_what_exists(sm: ModuleType, registry: Path, tmp_path: Path) -> None:
+    with pytest.raises(sm.SelectModelError, match=r"v0099.*available: v0001, v0002, v0010"):
+        sm.resolve_version(registry, "v0099")
+    (registry / "aliases.json").write_text(json.dumps({"production": "v0042"}))
+    with pytest.raises(sm.SelectModelError, match="alias 'production'.*v0042"):
+        sm.resolve_version(registry, None)
+    with pytest.raises(sm.SelectModelError, match="no model versions"):
+        sm.resolve_version(tmp_path / "empty", None)
+    (registry / "aliases.json").write_text("[1, 2]")
+    with pytest.raises(sm.SelectModelError, match="alias names"):
+        sm.resolve_version(registry, None)
+
+
+def test_registry_dir_from_environment(sm: ModuleType, tmp_path: Path) -> None:
+    assert sm.registry_dir(tmp_path, {}) == tmp_path / "models"
+    assert sm.registry_dir(tmp_path, {"TINYSHIP_REGISTRY": "reg"}) == tmp_path / "reg"
+    assert sm.registry_dir(tmp_path, {"TINYSHIP_REGISTRY": "/abs/reg"}) == Path("/abs/reg")
+
+
+def test_profile_compatibility_rule(sm: ModuleType, registry: Path) -> None:
+    old = sm.load_model(registry, "v0001")
+    new = sm.load_model(registry, "v0010")
+    sm.check_profile("nano33ble", "tflm-arduino-2023", old)
+    sm.check_profile("esp32s3", "tflm-current", old)
+    sm.check_profile("esp32s3", "tflm-current", new)
+    with pytest.raises(sm.SelectModelError) as err:
+        sm.check_profile("nano33ble", "tflm-arduino-2023", new)
+    message = str(err.value)
+    for needle in ("nano33ble", "v0010", "tflm-current", "tflm-arduino-2023", "per-channel"):
+        assert needle in message
+    with pytest.raises(sm.SelectModelError, match="not a known profile"):
+        sm.check_profile("x", "tflm-1999", old)
+    with pytest.raises(sm.SelectModelError, match="not a known profile"):
+        sm.check_profile("x", "", old)
+
+
+def test_prepare_build_refuses_incompatible_model_before_writing(sm: ModuleType, registry: Path,
+                                                                 tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    with pytest.raises(sm.SelectModelError, match="refusing to build env 'nano33ble' with model v0010"):
+        sm.prepare_build(project_dir=REPO, build_dir=build, env_name="nano33ble",
+                         env_profile="tflm-arduino-2023",
+                         environ={"TINYSHIP_REGISTRY": str(registry), "TINYSHIP_MODEL": "v0010"})
+    assert not (build / sm.GENERATED_DIR / sm.VERSION_HEADER).exists()
+
+
+def test_manifest_and_generated_files_are_checked(sm: ModuleType, tmp_path: Path) -> None:
+    reg = tmp_path / "models"
+    _write_version(reg, "v0001", "tflm-current", header_version="v0007")
+    model = sm.load_model(reg, "v0001")
+    with pytest.raises(sm.SelectModelError, match="stale"):
+        sm.check_model_files(model)
+    (reg / "v0001/firmware/tinyship_model_ops.h").unlink()
+    with pytest.raises(sm.SelectModelError, match="tinyship_model_ops.h"):
+        sm.check_model_files(model)
+    manifest = json.loads((reg / "v0001/manifest.json").read_text())
+    del manifest["model"]["crc32"]
+    (reg / "v0001/manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(sm.SelectModelError, match="crc32"):
+        sm.load_model(reg, "v0001")
+
+
+def test_firmware_version_from_pyproject_or_environment(sm: ModuleType, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.x]\nversion = "9.9.9"\n[project]\nname = "t"\nversion = "1.2.3"\n')
+    assert sm.firmware_version(tmp_path, {}) == "1.2.3"
+    assert sm.firmware_version(tmp_path, {"TINYSHIP_FIRMWARE_VERSION": "2.0.0-rc.1"}) == "2.0.0-rc.1"
+    with pytest.raises(sm.SelectModelError, match="not semver"):
+        sm.firmware_version(tmp_path, {"TINYSHIP_FIRMWARE_VERSION": "v2"})
+    sm.tomllib = None  # the fallback parser used on Python < 3.11
+    assert sm.firmware_version(tmp_path, {}) == "1.2.3"
+    with pytest.raises(sm.SelectModelError, match="TINYSHIP_FIRMWARE_VERSION"):
+        sm.firmware_version(tmp_path / "nowhere", {})
+
+
+def test_prepare_build_copies_files_and_writes_version_header(sm: ModuleType, registry: Path,
+                                                              tmp_path: Path) -> None:
+    (registry / "aliases.json").write_text(json.dumps({"production": "v0002"}))
+    build = tmp_path / "build"
+    when = dt.datetime(2026, 3, 4, 5, 6, 7, 891000, tzinfo=dt.timezone.utc)
+    sel = sm.prepare_build(project_dir=REPO, build_dir=build, env_name="nano33ble",
+                           env_profile="tflm-arduino-2023",
+                           environ={"TINYSHIP_REGISTRY": str(registry)}, now=when)
+    assert sel.model.version == "v0002"
+    gen = build / sm.GENERATED_DIR
+    for name in sm.MODEL_FILES:
+        assert (gen / name).read_bytes() == (registry / "v0002/firmware" / name).read_bytes()
+    header = (gen / sm.VERSION_HEADER).read_text()
+    macros = dict(re.findall(r"^#define (\w+) (.+)$", header, re.MULTILINE))
+    assert macros["TINYSHIP_FIRMWARE_VERSION"] == '"0.1.0"'  # this repository's pyproject.toml
+    assert macros["TINYSHIP_BUILD_MODEL_VERSION"] == '"v0002"'
+    assert macros["TINYSHIP_BUILD_MODEL_SHA256"] == f'"{sel.model.sha256}"'
+    assert macros["TINYSHIP_BUILD_MODEL_CRC32"] == f"0x{sel.model.crc32:08x}u"
+    assert macros["TINYSHIP_BUILD_MODEL_PROFILE"] == '"tflm-arduino-2023"'
+    assert macros["TINYSHIP_BUILD_BOARD"] == '"nano33ble"'
+    assert macros["TINYSHIP_BUILD_TIME_UTC"] == '"2026-03-04T05:06:07Z"'
+    assert macros["TINYSHIP_BUILD_PROTOCOL_VERSION"] == "1"
+    assert re.fullmatch(r'"([0-9a-f]{12}(-dirty)?|unknown)"', macros["TINYSHIP_GIT_COMMIT"])
+    assert "#ifndef TINYSHIP_VERSION_H" in header and "do not edit" in header
+    # Unchanged inputs leave the files untouched (incremental builds).
+    stamp = (gen / "tinyship_model_data.cc").stat().st_mtime_ns
+    sm.prepare_build(project_dir=REPO, build_dir=build, env_name="nano33ble", env_profile="tflm-arduino-2023",
+                     environ={"TINYSHIP_REGISTRY": str(registry)}, now=when)
+    assert (gen / "tinyship_model_data.cc").stat().st_mtime_ns == stamp
+
+
+# ------------------------------------------- Arduino glue on the host (stubs) --
+
+def _run_glue(sm: ModuleType, registry: Path, build: Path, version: str) -> dict[str, str]:
+    sel = sm.prepare_build(project_dir=REPO, build_dir=build, env_name="esp32s3", env_profile="tflm-current",
+                           environ={"TINYSHIP_REGISTRY": str(registry), "TINYSHIP_MODEL": version})
+    out = _ok(_make("glue", f"GLUE_GEN={sel.generated_dir}"))
+    return dict(line.split(" ", 1) for line in out.splitlines() if line[:5] in ("BANNE", "BOOTL", "PING ", "INFER", "HELLO"))
+
+
+def test_arduino_glue_runs_generated_model_through_runner_and_core(sm: ModuleType, registry: Path,
+                                                                  tmp_path: Path) -> None:
+    lines = _run_glue(sm, registry, tmp_path / "build", "v0010")
+    assert lines["BANNER"] == "tinyship ready proto=1 fw=0.1.0 model=v0010 board=esp32s3 selftest=pass"
+    assert "BOOTLOG" not in lines
+    assert lines["PING"] == "ok"
+    assert lines["INFER"] == "cmd=83 out=" + ",".join(map(str, _stub_model([1, 2, 3, 4])))
+    assert lines["HELLO"] == (f"model=v0010 board=esp32s3 crc_ok=1 arena_used={IN_SIZE + OUT_SIZE} "
+                              "arena_size=2048 selftest=0")
+
+
+def test_arduino_glue_refuses_inference_when_model_crc_is_wrong(sm: ModuleType, tmp_path: Path) -> None:
+    reg = tmp_path / "models"
+    _write_version(reg, "v0001", "tflm-current")
+    data_cc = reg / "v0001/firmware/tinyship_model_data.cc"
+    data_cc.write_text(data_cc.read_text().replace("{1, 2, 3,", "{1, 2, 4,", 1))  # flash corruption
+    lines = _run_glue(sm, reg, tmp_path / "build", "v0001")
+    assert lines["BOOTLOG"] == "tinyship: model runner: model crc mismatch"
+    assert lines["BANNER"].endswith("selftest=not-run")
+    assert lines["INFER"] == "cmd=ff out="
+    assert "crc_ok=0" in lines["HELLO"]
