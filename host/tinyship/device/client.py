@@ -178,7 +178,8 @@ class DeviceClient:
         probe_seq: int | None = None
         while not deadline.expired:
             for frame in self._reader.feed(self.transport.read()):
-                if probe_seq is not None and frame.seq == probe_seq:
+                if probe_seq is not None and frame.seq == probe_seq and \
+                        frame.cmd == P.Command.PING | P.RESPONSE_FLAG:
                     return None
             for line in self._reader.take_lines():
                 if line.startswith(P.BANNER_PREFIX):

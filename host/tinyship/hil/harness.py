@@ -303,17 +303,25 @@ def _finish(report: Report, client: DeviceClient, c0: tuple[int, int], t_start: 
     """Counters, and a second HELLO: the board must not have rebooted or changed model."""
     if first_info is not None:
         again = client.hello()
-        rebooted = (client.counters.resets_seen > 0 or (
+        k = client.counters
+        rebooted = k.resets_seen > 0 or (
+            again.boot_count is not None and first_info.boot_count is not None
+            and again.boot_count != first_info.boot_count) or (
             again.uptime_us is not None and first_info.uptime_us is not None
-            and again.uptime_us < first_info.uptime_us))
+            and again.uptime_us < first_info.uptime_us)
         same = (again.model_version, again.model_sha256) == (first_info.model_version,
                                                              first_info.model_sha256)
+        why = []
+        if rebooted:
+            why.append(f"board rebooted during validation ({k.resets_seen} boot banner(s) "
+                       f"mid-run, boot count {first_info.boot_count} -> {again.boot_count})")
+        if k.reconnects:
+            why.append(f"the port was reopened {k.reconnects} time(s) because the board "
+                       "stopped answering (reopening resets it)")
+        if not same:
+            why.append(f"model changed to {again.model_version} {again.model_sha256}")
         report.checks.append(Check(
-            "no_reset", not rebooted and same,
-            ("board rebooted during validation "
-             f"({client.counters.resets_seen} boot banner(s) seen mid-run)" if rebooted else
-             "no reboot during validation")
-            + ("" if same else f"; model changed to {again.model_version}")))
+            "no_reset", not why, "; ".join(why) or "no reboot or hang during validation"))
     report.retries = client.counters.retries - c0[0]
     report.errors = client.counters.errors - c0[1]
     report.device["link"] = client.counters.to_dict()

@@ -1,0 +1,370 @@
+"""HIL harness end to end against the virtual board, plus the transport/client plumbing.
+
+* `Timeout` with a fake clock; port identity and re-enumeration with a fake port list;
+  a dead port and a silent port fail fast with `DeviceError` naming the port.
+* `DeviceClient` never accepts a reply with a wrong seq or a bad CRC (scripted fake port).
+* A clean virtual board passes (library and CLI: exit 0, JSON keys, JUnit testcases).
+* Every fault either completes with correct results or fails the right check / raises
+  `DeviceError`, within a time bound, and a wrong prediction or identity never passes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tinyship.config import BoardSection, Config
+from tinyship.device import protocol as P
+from tinyship.device.client import DeviceClient
+from tinyship.device.transport import PortIdentity, Timeout, Transport, find_port, identify_port
+from tinyship.errors import DeviceError, DeviceTimeout
+from tinyship.hil import REPORT_KEYS, validate
+
+#: Generous bound on one faulty validation (retries, reopen, boot delay included).
+FAULT_TIME_LIMIT_S = 25.0
+LIMIT = 60
+
+
+# --- deadline, ports ----------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_timeout_with_fake_clock() -> None:
+    clock = FakeClock()
+    t = Timeout(2.0, clock=clock)
+    assert not t.expired and t.remaining() == 2.0
+    clock.t += 1.5
+    assert not t.expired and t.remaining() == pytest.approx(0.5)
+    clock.t += 0.5
+    assert t.expired and t.remaining() == 0.0 and t.elapsed() == pytest.approx(2.0)
+    t.restart()
+    assert not t.expired
+    forever = Timeout(None, clock=clock)
+    clock.t += 1e9
+    assert not forever.expired and forever.remaining() == float("inf")
+
+
+def _port(device: str, vid: int | None = 0x2341, pid: int = 0x805A, sn: str = "ABC") -> Any:
+    return SimpleNamespace(device=device, vid=vid, pid=pid, serial_number=sn)
+
+
+def test_identify_and_find_port_after_reenumeration() -> None:
+    ports = [_port("/dev/ttyS0", vid=None), _port("/dev/ttyACM0"), _port("/dev/ttyACM1", sn="X")]
+    ident = identify_port("/dev/ttyACM0", lister=lambda: ports)
+    assert ident == PortIdentity(0x2341, 0x805A, "ABC")
+    assert identify_port("socket://localhost:1", lister=lambda: ports) is None
+    assert identify_port("/dev/ttyS0", lister=lambda: ports) is None
+    moved = [_port("/dev/ttyACM1", sn="X"), _port("/dev/ttyACM2")]
+    assert find_port(ident, lister=lambda: moved) == "/dev/ttyACM2"
+    assert find_port(ident, lister=lambda: []) is None
+
+
+class _FakeSerial:
+    """Records settings; opening fails for names in `dead`."""
+
+    def __init__(self, url: str, dead: set[str]) -> None:
+        self.url, self.dead, self.is_open = url, dead, False
+        self.baudrate = self.timeout = self.write_timeout = self.dtr = self.rts = None
+
+    def open(self) -> None:
+        import serial
+
+        if self.url in self.dead:
+            raise serial.SerialException(f"could not open port {self.url}: No such device")
+        self.is_open = True
+
+    def close(self) -> None:
+        self.is_open = False
+
+
+def test_transport_sets_dtr_rts_before_open_and_finds_renamed_port() -> None:
+    made: list[_FakeSerial] = []
+    dead: set[str] = set()
+    ports = [_port("/dev/ttyACM0")]
+
+    def factory(url: str, do_not_open: bool = False) -> _FakeSerial:
+        assert do_not_open
+        made.append(_FakeSerial(url, dead))
+        return made[-1]
+
+    clock = FakeClock()
+
+    def sleep(s: float) -> None:
+        clock.t += s
+        ports[:] = [_port("/dev/ttyACM3")]  # the board re-enumerated under a new name
+
+    t = Transport("/dev/ttyACM0", baud=9600, dtr=True, rts=False, serial_factory=factory,
+                  lister=lambda: ports, clock=clock, sleep=sleep)
+    t.open()
+    assert (made[0].dtr, made[0].rts, made[0].baudrate, made[0].is_open) == (True, False, 9600,
+                                                                             True)
+    dead.add("/dev/ttyACM0")
+    ports[:] = []
+    t.reopen(timeout_s=5.0)
+    assert t.url == "/dev/ttyACM3" and made[-1].is_open and t.opens == 2
+    dead.add("/dev/ttyACM3")
+    ports[:] = []
+    clock.t = 0.0
+    with pytest.raises(DeviceError, match=r"ttyACM3.*did not come back"):
+        t.reopen(timeout_s=1.0)
+
+
+def test_missing_port_is_a_clear_device_error() -> None:
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="/dev/tinyship-no-such-port"):
+        DeviceClient.open("/dev/tinyship-no-such-port")
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_silent_port_times_out_on_the_banner() -> None:
+    # loop:// echoes our own PING probe back: a request is not a reply, so it must not count
+    t0 = time.monotonic()
+    with pytest.raises(DeviceTimeout, match="no 'tinyship ready' banner"):
+        DeviceClient.open("loop://", banner_timeout_s=0.5)
+    assert time.monotonic() - t0 < 2.0
+
+
+# --- client rules, with a scripted port ----------------------------------------------------
+
+
+class ScriptedPort:
+    """A pyserial stand-in: answers each request through `script(frame, n) -> bytes`."""
+
+    def __init__(self, script: Callable[[P.Frame, int], bytes]) -> None:
+        self.script = script
+        self.reader = P.FrameReader()
+        self.rx = bytearray(b"tinyship ready proto=1 fw=test\r\n")
+        self.n = 0
+        self.baudrate = self.timeout = self.write_timeout = self.dtr = self.rts = None
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.rx)
+
+    def read(self, n: int) -> bytes:
+        out = bytes(self.rx[:n])
+        del self.rx[:n]
+        return out
+
+    def write(self, data: bytes) -> int:
+        for f in self.reader.feed(data):
+            self.n += 1
+            self.rx += self.script(f, self.n)
+        return len(data)
+
+
+def _client(script: Callable[[P.Frame, int], bytes], **kw: Any) -> DeviceClient:
+    port = ScriptedPort(script)
+    c = DeviceClient(Transport("scripted", serial_factory=lambda *a, **k: port), **kw)
+    c.connect(banner_timeout_s=1.0)
+    return c
+
+
+def test_client_rejects_wrong_seq_and_bad_crc_then_retries() -> None:
+    def script(f: P.Frame, n: int) -> bytes:
+        good = P.encode_frame(f.cmd | 0x80, f.seq, f.payload)
+        if n == 1:  # wrong seq, then a reply whose CRC is damaged: both must be ignored
+            bad = bytearray(good)
+            bad[-3] ^= 0x10
+            return P.encode_frame(f.cmd | 0x80, (f.seq + 1) & 0xFFFF, b"nope") + bytes(bad)
+        return good
+
+    c = _client(script, reply_timeout_s=0.2)
+    assert c.ping(b"payload") >= 0
+    assert c.counters.stale_replies == 1 and c.counters.bad_replies == 1
+    assert c.counters.retries == 1
+
+
+def test_client_gives_up_after_bounded_retries() -> None:
+    c = _client(lambda f, n: b"", reply_timeout_s=0.05, max_retries=2)
+    c.reconnect = lambda: None  # type: ignore[method-assign]
+    t0 = time.monotonic()
+    with pytest.raises(DeviceTimeout, match="no valid reply to PING after 3 attempts"):
+        c.ping()
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_client_raises_permanent_device_errors() -> None:
+    from tinyship.device.client import DeviceReplyError
+
+    def script(f: P.Frame, n: int) -> bytes:
+        return P.encode_frame(0xFF, f.seq, P.encode_error(P.Status.UNKNOWN_COMMAND, f.cmd))
+
+    c = _client(script)
+    with pytest.raises(DeviceReplyError, match="TS_ERR_UNKNOWN_COMMAND"):
+        c.stats()
+
+
+# --- harness against the virtual board -----------------------------------------------------
+
+
+def _board(registry: tuple[Config, str], **faults: Any) -> Any:
+    from tinyship.device.virtual import Faults, VirtualBoard
+
+    cfg, version = registry
+    return VirtualBoard(cfg.registry_path, version, baud=0, boot_delay_s=0.05,
+                        faults=Faults(seed=faults.pop("seed", 7), **faults))
+
+
+def test_clean_board_passes(trained_registry: tuple[Config, str]) -> None:
+    cfg, version = trained_registry
+    with _board(trained_registry) as vb:
+        report = validate(vb.url, cfg.registry_path, version, board_cfg=cfg.board, baud=0)
+    d = report.to_dict()
+    assert tuple(d) == REPORT_KEYS and d["passed"], [c for c in d["checks"] if not c["passed"]]
+    assert d["mismatches"] == 0 and d["max_lsb_diff"] == 0 and d["retries"] == 0
+    assert d["vectors"] > 0 and d["expected"]["version"] == version
+    assert d["device"]["model_version"] == version and d["metric"]["name"] == "mae"
+    assert d["metric"]["full_test_set"] and d["metric"]["agreement"]["rmse"] == 0.0
+    assert d["metric"]["device"] == pytest.approx(d["metric"]["registry"], rel=1e-5)
+    assert set(d["latency_us"]) == {"p50", "p95", "p99", "max"}
+    assert {c["name"] for c in d["checks"]} >= {
+        "protocol_version", "model_version", "model_sha256", "model_crc", "self_test",
+        "parity", "metric", "latency", "error_handling", "no_reset"}
+    assert d["throughput_vps"] > 0 and d["link_utilization"] is None  # unpaced
+
+
+def test_latency_budget_is_enforced(trained_registry: tuple[Config, str]) -> None:
+    cfg, version = trained_registry
+    with _board(trained_registry) as vb:
+        report = validate(vb.url, cfg.registry_path, version, limit=10, baud=0,
+                          board_cfg=BoardSection(latency_budget_us=1))
+    assert not report.passed and [c.name for c in report.failed_checks] == ["latency"]
+
+
+def test_cli_pass_json_junit_csv(trained_registry: tuple[Config, str], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tinyship.cli import main
+
+    cfg, version = trained_registry
+    junit, csv_path = tmp_path / "hil.xml", tmp_path / "hil.csv"
+    with pytest.raises(SystemExit) as e:
+        main(["hil", "--registry", str(cfg.registry_path), "--model", version, "--baud", "0",
+              "--limit", "30", "--json", "--junit", str(junit), "--csv", str(csv_path)])
+    out = capsys.readouterr().out
+    assert e.value.code == 0, out
+    d = json.loads(out)
+    assert tuple(d) == REPORT_KEYS and d["passed"] and d["vectors"] == 30
+    suite = ET.parse(junit).getroot()
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == [c["name"] for c in d["checks"]]
+    assert suite.get("failures") == "0" and int(suite.get("tests", 0)) == len(d["checks"])
+    rows = csv_path.read_text().splitlines()
+    assert len(rows) == 31 and rows[0].startswith("index,in0")
+
+
+def test_cli_fails_with_exit_9_on_wrong_prediction(trained_registry: tuple[Config, str],
+                                                   tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from tinyship.cli import main
+
+    cfg, version = trained_registry
+    junit = tmp_path / "hil.xml"
+    with pytest.raises(SystemExit) as e:
+        main(["hil", "--registry", str(cfg.registry_path), "--model", version, "--baud", "0",
+              "--limit", "20", "--faults", "wrong_at=2", "--junit", str(junit)])
+    captured = capsys.readouterr()
+    assert e.value.code == 9 and "parity" in captured.err
+    failed = [c.get("name") for c in ET.parse(junit).getroot().findall("testcase")
+              if c.find("failure") is not None]
+    assert "parity" in failed
+
+
+def test_cli_device_error_is_exit_8(capsys: pytest.CaptureFixture[str],
+                                    trained_registry: tuple[Config, str]) -> None:
+    from tinyship.cli import main
+
+    cfg, version = trained_registry
+    with pytest.raises(SystemExit) as e:
+        main(["hil", "--device", "/dev/tinyship-no-such-port", "--registry",
+              str(cfg.registry_path), "--model", version])
+    assert e.value.code == 8 and "tinyship-no-such-port" in capsys.readouterr().err
+
+
+# (fault, outcome): "ok" = completes correct and passes; "recovered" = passes with retries > 0;
+# otherwise the name of the check that must fail (or "device_error").
+FAULT_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"corrupt_rx": 0.01}, "recovered"),
+    ({"corrupt_tx": 0.01}, "recovered"),
+    ({"drop_rx": 0.01}, "recovered"),
+    ({"drop_tx": 0.004}, "recovered"),
+    ({"garbage": 0.5}, "ok"),
+    ({"reset_after": 3}, "no_reset"),
+    ({"hang_after": 3}, "no_reset"),
+    ({"wrong_version": "v9999"}, "model_version"),
+    ({"wrong_hash": True}, "model_sha256"),
+    ({"wrong_prediction": 0.1}, "parity"),
+    ({"wrong_at": (5,)}, "parity"),
+    ({"bad_model_crc": True}, "model_crc"),
+]
+
+
+@pytest.mark.parametrize(("faults", "outcome"), FAULT_CASES,
+                         ids=[",".join(f) for f, _ in FAULT_CASES])
+def test_faults(trained_registry: tuple[Config, str], faults: dict[str, Any],
+                outcome: str) -> None:
+    cfg, version = trained_registry
+    t0 = time.monotonic()
+    with _board(trained_registry, **faults) as vb:
+        try:
+            report = validate(vb.url, cfg.registry_path, version, board_cfg=cfg.board, baud=0,
+                              limit=LIMIT, timeout_s=0.3)
+        except DeviceError as e:
+            assert outcome == "device_error", f"unexpected DeviceError: {e}"
+            return
+        finally:
+            assert time.monotonic() - t0 < FAULT_TIME_LIMIT_S
+    failed = [c.name for c in report.failed_checks]
+    if outcome in ("ok", "recovered"):
+        assert report.passed, report.failed_checks
+        assert report.mismatches == 0 and report.vectors == LIMIT
+        if outcome == "recovered":
+            assert report.retries > 0 and report.errors > 0
+        return
+    assert not report.passed and outcome in failed, failed
+    if "wrong" in next(iter(faults)):
+        # the lie is caught by its own check; the rest of the data is still right
+        assert report.mismatches > 0 if outcome == "parity" else report.mismatches == 0
+    if outcome == "no_reset":
+        assert report.mismatches == 0, "a reboot must not corrupt results"
+
+
+def test_no_pass_for_wrong_predictions_even_with_tolerance(
+        trained_registry: tuple[Config, str]) -> None:
+    cfg, version = trained_registry
+    with _board(trained_registry, wrong_at=(1, 2), wrong_delta=1) as vb:
+        strict = validate(vb.url, cfg.registry_path, version, baud=0, limit=10)
+    assert not strict.passed and strict.mismatches == 2 and strict.max_lsb_diff >= 1
+    with _board(trained_registry, wrong_at=(1, 2), wrong_delta=1) as vb:
+        loose = validate(vb.url, cfg.registry_path, version, baud=0, limit=10, tolerance_lsb=1)
+    assert loose.mismatches == 0  # within the configured tolerance: that is what it is for
+
+
+def test_client_pipelines_and_matches_reference(trained_registry: tuple[Config, str]) -> None:
+    cfg, version = trained_registry
+    with np.load(cfg.registry_path / version / "test_set.npz") as z:
+        x, ref = z["x_int8"], z["reference_int8"].reshape(len(z["x_int8"]), -1)
+    with _board(trained_registry) as vb, DeviceClient.open(vb.url, window=3) as c:
+        r = c.infer_stream(x, batch_size=7)
+        assert np.array_equal(r.outputs, ref) and len(r.batch_sizes) == -(-len(x) // 7)
+        assert c.stats().inference_count == len(x)
+        assert c.batch_size() == P.max_batch(x.shape[1], ref.shape[1])
