@@ -40,7 +40,10 @@ def _make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         pytest.skip("make or a host C++ compiler is not installed")
     return subprocess.run(
         ["make", "-C", str(FIRMWARE), *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -50,6 +53,7 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 # --------------------------------------------------------------- header parsing --
+
 
 def _x_list(name: str) -> list[tuple[str, int, str]]:
     """Entries X(NAME, code, "text") of the X-macro list `name` in the core header."""
@@ -85,15 +89,21 @@ def test_header_lists_are_parsed() -> None:
 
 @pytest.mark.parametrize(
     ("x_list", "prefix"),
-    [("TS_STATUS_LIST", "TS_(?:OK|ERR_)"), ("TS_COMMAND_LIST", "TS_CMD_"), ("TS_TLV_LIST", "TS_TLV_")],
+    [
+        ("TS_STATUS_LIST", "TS_(?:OK|ERR_)"),
+        ("TS_COMMAND_LIST", "TS_CMD_"),
+        ("TS_TLV_LIST", "TS_TLV_"),
+    ],
 )
 def test_protocol_md_documents_every_code_in_the_header(x_list: str, prefix: str) -> None:
     code_side = {name: code for name, code, _ in _x_list(x_list)}
     doc_side = {name: code for name, (code, _) in _doc_rows(prefix).items()}
+    only_header = sorted(set(code_side) - set(doc_side))
+    only_doc = sorted(set(doc_side) - set(code_side))
+    differ = sorted(n for n in code_side.keys() & doc_side.keys() if code_side[n] != doc_side[n])
     assert code_side == doc_side, (
-        f"PROTOCOL.md and tinyship_core.h disagree: only in header "
-        f"{sorted(set(code_side) - set(doc_side))}, only in doc {sorted(set(doc_side) - set(code_side))}, "
-        f"different codes {sorted(n for n in code_side.keys() & doc_side.keys() if code_side[n] != doc_side[n])}"
+        f"PROTOCOL.md and tinyship_core.h disagree: only in header {only_header}, "
+        f"only in doc {only_doc}, different codes {differ}"
     )
 
 
@@ -108,6 +118,7 @@ def test_protocol_md_error_reasons_match_the_string_table() -> None:
 
 
 # ------------------------------------------------------------ host C++ tests --
+
 
 def test_core_host_unit_tests() -> None:
     out = _ok(_make("test"))
@@ -125,30 +136,59 @@ def test_core_fuzz_200k_frames() -> None:
 
 # ------------------------------------------------------ shared library (ctypes) --
 
+
 class Platform(ctypes.Structure):
-    WRITE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t)
+    WRITE = ctypes.CFUNCTYPE(
+        ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t
+    )
     MICROS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p)
-    INFER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int8), ctypes.c_size_t,
-                             ctypes.POINTER(ctypes.c_int8), ctypes.c_size_t)
-    _fields_ = [("user", ctypes.c_void_p), ("write", WRITE), ("micros", MICROS), ("infer", INFER),
-                ("storage_read", ctypes.c_void_p), ("storage_write", ctypes.c_void_p)]
+    INFER = ctypes.CFUNCTYPE(
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_int8),
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_int8),
+        ctypes.c_size_t,
+    )
+    _fields_ = [
+        ("user", ctypes.c_void_p),
+        ("write", WRITE),
+        ("micros", MICROS),
+        ("infer", INFER),
+        ("storage_read", ctypes.c_void_p),
+        ("storage_write", ctypes.c_void_p),
+    ]
 
 
 class Config(ctypes.Structure):
     _fields_ = [
-        ("firmware_version", ctypes.c_char_p), ("model_version", ctypes.c_char_p),
-        ("model_sha256", ctypes.c_char_p), ("profile", ctypes.c_char_p), ("board", ctypes.c_char_p),
-        ("git_commit", ctypes.c_char_p), ("build_time", ctypes.c_char_p),
-        ("input_size", ctypes.c_uint32), ("output_size", ctypes.c_uint32),
-        ("input_shape", ctypes.POINTER(ctypes.c_int32)), ("output_shape", ctypes.POINTER(ctypes.c_int32)),
-        ("input_rank", ctypes.c_uint32), ("output_rank", ctypes.c_uint32),
-        ("input_scale", ctypes.c_float), ("output_scale", ctypes.c_float),
-        ("input_zero_point", ctypes.c_int32), ("output_zero_point", ctypes.c_int32),
-        ("arena_size", ctypes.c_uint32), ("arena_used", ctypes.c_uint32),
-        ("model_crc32", ctypes.c_uint32), ("model_crc_check", ctypes.c_uint32),
-        ("boot_count", ctypes.c_uint32), ("reset_reason", ctypes.c_uint32),
-        ("golden_inputs", ctypes.POINTER(ctypes.c_int8)), ("golden_outputs", ctypes.POINTER(ctypes.c_int8)),
-        ("golden_count", ctypes.c_uint32), ("golden_tolerance_lsb", ctypes.c_uint32),
+        ("firmware_version", ctypes.c_char_p),
+        ("model_version", ctypes.c_char_p),
+        ("model_sha256", ctypes.c_char_p),
+        ("profile", ctypes.c_char_p),
+        ("board", ctypes.c_char_p),
+        ("git_commit", ctypes.c_char_p),
+        ("build_time", ctypes.c_char_p),
+        ("input_size", ctypes.c_uint32),
+        ("output_size", ctypes.c_uint32),
+        ("input_shape", ctypes.POINTER(ctypes.c_int32)),
+        ("output_shape", ctypes.POINTER(ctypes.c_int32)),
+        ("input_rank", ctypes.c_uint32),
+        ("output_rank", ctypes.c_uint32),
+        ("input_scale", ctypes.c_float),
+        ("output_scale", ctypes.c_float),
+        ("input_zero_point", ctypes.c_int32),
+        ("output_zero_point", ctypes.c_int32),
+        ("arena_size", ctypes.c_uint32),
+        ("arena_used", ctypes.c_uint32),
+        ("model_crc32", ctypes.c_uint32),
+        ("model_crc_check", ctypes.c_uint32),
+        ("boot_count", ctypes.c_uint32),
+        ("reset_reason", ctypes.c_uint32),
+        ("golden_inputs", ctypes.POINTER(ctypes.c_int8)),
+        ("golden_outputs", ctypes.POINTER(ctypes.c_int8)),
+        ("golden_count", ctypes.c_uint32),
+        ("golden_tolerance_lsb", ctypes.c_uint32),
     ]
 
 
@@ -183,13 +223,31 @@ def core_lib() -> ctypes.CDLL:
     lib.ts_crc32.restype = ctypes.c_uint32
     lib.ts_crc32.argtypes = [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t]
     lib.ts_core_size.restype = ctypes.c_size_t
-    lib.ts_frame_encode.argtypes = [ctypes.c_uint8, ctypes.c_uint16, ctypes.c_char_p, ctypes.c_size_t,
-                                    ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
-    lib.ts_frame_decode.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint8),
-                                    ctypes.POINTER(ctypes.c_uint16), ctypes.c_char_p, ctypes.c_size_t,
-                                    ctypes.POINTER(ctypes.c_size_t)]
-    lib.ts_core_init.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(Config),
-                                 ctypes.POINTER(Platform), ctypes.POINTER(ctypes.c_void_p)]
+    lib.ts_frame_encode.argtypes = [
+        ctypes.c_uint8,
+        ctypes.c_uint16,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    lib.ts_frame_decode.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_uint8),
+        ctypes.POINTER(ctypes.c_uint16),
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    lib.ts_core_init.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(Config),
+        ctypes.POINTER(Platform),
+        ctypes.POINTER(ctypes.c_void_p),
+    ]
     lib.ts_core_feed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
     return lib
 
@@ -212,8 +270,12 @@ def test_shared_library_frames_match_a_python_reference(core_lib: ctypes.CDLL, s
     cmd, seq, plen = ctypes.c_uint8(), ctypes.c_uint16(), ctypes.c_size_t()
     buf = ctypes.create_string_buffer(1024)
     body = wire[1:-1]
-    assert core_lib.ts_frame_decode(body, len(body), ctypes.byref(cmd), ctypes.byref(seq), buf, 1024,
-                                    ctypes.byref(plen)) == 0
+    assert (
+        core_lib.ts_frame_decode(
+            body, len(body), ctypes.byref(cmd), ctypes.byref(seq), buf, 1024, ctypes.byref(plen)
+        )
+        == 0
+    )
     assert (cmd.value, seq.value, buf.raw[: plen.value]) == (3, 0xBEEF, payload)
 
 
@@ -225,8 +287,9 @@ def test_protocol_md_wire_examples_decode(core_lib: ctypes.CDLL) -> None:
         body = wire[1:-1]
         cmd, seq, plen = ctypes.c_uint8(), ctypes.c_uint16(), ctypes.c_size_t()
         buf = ctypes.create_string_buffer(1024)
-        status = core_lib.ts_frame_decode(body, len(body), ctypes.byref(cmd), ctypes.byref(seq), buf, 1024,
-                                          ctypes.byref(plen))
+        status = core_lib.ts_frame_decode(
+            body, len(body), ctypes.byref(cmd), ctypes.byref(seq), buf, 1024, ctypes.byref(plen)
+        )
         assert status == 0, f"example {hexes} does not decode"
 
 
@@ -255,15 +318,48 @@ def test_shared_library_runs_a_core_through_ctypes(core_lib: ctypes.CDLL) -> Non
     shape_out = (ctypes.c_int32 * 2)(1, 2)
     golden_in = (ctypes.c_int8 * 3)(1, 2, 3)
     golden_out = (ctypes.c_int8 * 2)(6, 7)
-    cfg = Config(b"0.1.0", b"v0001", b"a" * 64, b"tflm-current", b"virtual", None, None, 3, 2,
-                 shape_in, shape_out, 2, 2, 0.5, 0.25, 0, 0, 1024, 100, 0x1234, 1, 0, 0,
-                 golden_in, golden_out, 1, 0)
+    cfg = Config(
+        b"0.1.0",
+        b"v0001",
+        b"a" * 64,
+        b"tflm-current",
+        b"virtual",
+        None,
+        None,
+        3,
+        2,
+        shape_in,
+        shape_out,
+        2,
+        2,
+        0.5,
+        0.25,
+        0,
+        0,
+        1024,
+        100,
+        0x1234,
+        1,
+        0,
+        0,
+        golden_in,
+        golden_out,
+        1,
+        0,
+    )
     platform = Platform(None, write, micros, infer, None, None)
     mem = ctypes.create_string_buffer(core_lib.ts_core_size())
     core = ctypes.c_void_p()
-    assert core_lib.ts_core_init(mem, len(mem), ctypes.byref(cfg), ctypes.byref(platform),
-                                 ctypes.byref(core)) == 0
-    assert bytes(written) == b"tinyship ready proto=1 fw=0.1.0 model=v0001 board=virtual selftest=pass\r\n"
+    assert (
+        core_lib.ts_core_init(
+            mem, len(mem), ctypes.byref(cfg), ctypes.byref(platform), ctypes.byref(core)
+        )
+        == 0
+    )
+    assert (
+        bytes(written)
+        == b"tinyship ready proto=1 fw=0.1.0 model=v0001 board=virtual selftest=pass\r\n"
+    )
     written.clear()
     request = _py_frame(0x03, 9, struct.pack("<H", 2) + bytes([1, 2, 3, 0xFF, 0xFF, 0xFF]))
     assert core_lib.ts_core_feed(core, request, len(request)) == 0
@@ -271,8 +367,12 @@ def test_shared_library_runs_a_core_through_ctypes(core_lib: ctypes.CDLL) -> Non
     cmd, seq, plen = ctypes.c_uint8(), ctypes.c_uint16(), ctypes.c_size_t()
     buf = ctypes.create_string_buffer(1024)
     body = bytes(written[1:-1])
-    assert core_lib.ts_frame_decode(body, len(body), ctypes.byref(cmd), ctypes.byref(seq), buf, 1024,
-                                    ctypes.byref(plen)) == 0
+    assert (
+        core_lib.ts_frame_decode(
+            body, len(body), ctypes.byref(cmd), ctypes.byref(seq), buf, 1024, ctypes.byref(plen)
+        )
+        == 0
+    )
     assert (cmd.value, seq.value) == (0x83, 9)
     count, lat0, o0, o1, lat1, o2, o3 = struct.unpack("<HIbbIbb", buf.raw[: plen.value])
     assert count == 2 and (o0, o1, o2, o3) == (6, 7, -3, -2)
@@ -284,13 +384,16 @@ def test_shared_library_runs_a_core_through_ctypes(core_lib: ctypes.CDLL) -> Non
 
 # ------------------------------------------------------------ Cortex-M4 build --
 
+
 def test_core_compiles_for_cortex_m4_and_reports_size() -> None:
     if shutil.which("arm-none-eabi-g++") is None:
         if os.environ.get("TINYSHIP_REQUIRE_ARM") == "1":
             pytest.fail("TINYSHIP_REQUIRE_ARM=1 but arm-none-eabi-g++ is not installed")
         pytest.skip("arm-none-eabi-g++ not installed (apt-get install gcc-arm-none-eabi)")
     out = _ok(_make("arm"))
-    m = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\d+\s+[0-9a-f]+\s+\S*tinyship_core\.o", out, re.MULTILINE)
+    m = re.search(
+        r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\d+\s+[0-9a-f]+\s+\S*tinyship_core\.o", out, re.MULTILINE
+    )
     assert m, out
     text, data, bss = (int(v) for v in m.groups())
     assert 0 < text < 32 * 1024, "core code should stay small"
@@ -298,6 +401,7 @@ def test_core_compiles_for_cortex_m4_and_reports_size() -> None:
 
 
 # ------------------------------------------------------------- PlatformIO --
+
 
 def _pio() -> str | None:
     found = shutil.which("pio") or shutil.which("platformio")
@@ -313,8 +417,14 @@ def test_platformio_ini_parses_with_three_pinned_board_envs() -> None:
         if os.environ.get("TINYSHIP_REQUIRE_PIO") == "1":
             pytest.fail("TINYSHIP_REQUIRE_PIO=1 but pio is not installed")
         pytest.skip("PlatformIO (pio) not installed")
-    proc = subprocess.run([pio, "project", "config", "--json-output"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [pio, "project", "config", "--json-output"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     sections = {name: dict(opts) for name, opts in json.loads(proc.stdout)}
     project = sections["platformio"]
@@ -326,15 +436,20 @@ def test_platformio_ini_parses_with_three_pinned_board_envs() -> None:
     boards = set()
     for name, opts in envs.items():
         boards.add(opts["board"])
-        assert re.search(r"@\s*\d+\.\d+\.\d+$", opts["platform"]), f"{name}: platform version not pinned"
+        assert re.search(r"@\s*\d+\.\d+\.\d+$", opts["platform"]), (
+            f"{name}: platform version not pinned"
+        )
         assert opts["custom_tinyship_profile"] in ("tflm-arduino-2023", "tflm-current")
         deps = opts.get("lib_deps", [])
         if "espidf" in opts.get("framework", sections["env"].get("framework", [])):
             manifest = (FIRMWARE / "src/idf_component.yml").read_text()
-            assert re.search(r'esp-tflite-micro:\s*"==\d+\.\d+\.\d+"', manifest), "esp-tflite-micro not pinned"
+            assert re.search(r'esp-tflite-micro:\s*"==\d+\.\d+\.\d+"', manifest), (
+                "esp-tflite-micro not pinned"
+            )
         else:
             assert deps and all(re.search(r"#[0-9a-f]{40}$|@\s*\d+\.\d+\.\d+$", d) for d in deps), (
-                f"{name}: TFLM library not pinned to a commit or exact version: {deps}")
+                f"{name}: TFLM library not pinned to a commit or exact version: {deps}"
+            )
     assert len(boards) >= 3
     assert envs["nano33ble"]["custom_tinyship_profile"] == "tflm-arduino-2023"
     assert envs["esp32s3"]["custom_tinyship_profile"] == "tflm-current"
@@ -342,6 +457,7 @@ def test_platformio_ini_parses_with_three_pinned_board_envs() -> None:
 
 
 # ------------------------------------------------ pre-build model selection --
+
 
 def _load_select_model() -> ModuleType:
     spec = importlib.util.spec_from_file_location("tinyship_select_model", SELECT_MODEL)
@@ -366,16 +482,27 @@ def _stub_model(values: list[int]) -> list[int]:
     return [max(-128, min(127, total + k)) for k in range(OUT_SIZE)]
 
 
-def _write_version(registry: Path, version: str, profile: str, *, data: bytes | None = None,
-                   header_version: str | None = None) -> None:
+def _write_version(
+    registry: Path,
+    version: str,
+    profile: str,
+    *,
+    data: bytes | None = None,
+    header_version: str | None = None,
+) -> None:
     data = data if data is not None else bytes(range(1, 97))
     sha, crc = hashlib.sha256(data).hexdigest(), zlib.crc32(data)
     vdir = registry / version
     (vdir / "firmware").mkdir(parents=True)
-    (vdir / "manifest.json").write_text(json.dumps({
-        "version": version, "profile": profile,
-        "model": {"sha256": sha, "crc32": crc, "arena_bytes": 2048},
-    }))
+    (vdir / "manifest.json").write_text(
+        json.dumps(
+            {
+                "version": version,
+                "profile": profile,
+                "model": {"sha256": sha, "crc32": crc, "arena_bytes": 2048},
+            }
+        )
+    )
     golden_out = [v for row in GOLDEN_IN for v in _stub_model(row)]
     golden_in = [v for row in GOLDEN_IN for v in row]
     (vdir / "firmware/tinyship_model_data.h").write_text(f"""/* autogenerated, do not edit */
@@ -449,8 +576,12 @@ def test_resolve_newest_without_aliases(sm: ModuleType, registry: Path) -> None:
     assert sm.resolve_version(registry, "") == "v0010"
 
 
-def test_resolve_production_alias_then_explicit_and_alias_names(sm: ModuleType, registry: Path) -> None:
-    (registry / "aliases.json").write_text(json.dumps({"production": "v0002", "last_known_good": "v0001"}))
+def test_resolve_production_alias_then_explicit_and_alias_names(
+    sm: ModuleType, registry: Path
+) -> None:
+    (registry / "aliases.json").write_text(
+        json.dumps({"production": "v0002", "last_known_good": "v0001"})
+    )
     assert sm.resolve_version(registry, None) == "v0002"
     assert sm.resolve_version(registry, "v0010") == "v0010"
     assert sm.resolve_version(registry, "last_known_good") == "v0001"
@@ -460,7 +591,7 @@ def test_resolve_errors_name_what_exists(sm: ModuleType, registry: Path, tmp_pat
     with pytest.raises(sm.SelectModelError, match=r"v0099.*available: v0001, v0002, v0010"):
         sm.resolve_version(registry, "v0099")
     (registry / "aliases.json").write_text(json.dumps({"production": "v0042"}))
-    with pytest.raises(sm.SelectModelError, match="alias 'production'.*v0042"):
+    with pytest.raises(sm.SelectModelError, match=r"alias 'production'.*v0042"):
         sm.resolve_version(registry, None)
     with pytest.raises(sm.SelectModelError, match="no model versions"):
         sm.resolve_version(tmp_path / "empty", None)
@@ -492,13 +623,20 @@ def test_profile_compatibility_rule(sm: ModuleType, registry: Path) -> None:
         sm.check_profile("x", "", old)
 
 
-def test_prepare_build_refuses_incompatible_model_before_writing(sm: ModuleType, registry: Path,
-                                                                 tmp_path: Path) -> None:
+def test_prepare_build_refuses_incompatible_model_before_writing(
+    sm: ModuleType, registry: Path, tmp_path: Path
+) -> None:
     build = tmp_path / "build"
-    with pytest.raises(sm.SelectModelError, match="refusing to build env 'nano33ble' with model v0010"):
-        sm.prepare_build(project_dir=REPO, build_dir=build, env_name="nano33ble",
-                         env_profile="tflm-arduino-2023",
-                         environ={"TINYSHIP_REGISTRY": str(registry), "TINYSHIP_MODEL": "v0010"})
+    with pytest.raises(
+        sm.SelectModelError, match="refusing to build env 'nano33ble' with model v0010"
+    ):
+        sm.prepare_build(
+            project_dir=REPO,
+            build_dir=build,
+            env_name="nano33ble",
+            env_profile="tflm-arduino-2023",
+            environ={"TINYSHIP_REGISTRY": str(registry), "TINYSHIP_MODEL": "v0010"},
+        )
     assert not (build / sm.GENERATED_DIR / sm.VERSION_HEADER).exists()
 
 
@@ -509,7 +647,7 @@ def test_manifest_and_generated_files_are_checked(sm: ModuleType, tmp_path: Path
     with pytest.raises(sm.SelectModelError, match="stale"):
         sm.check_model_files(model)
     (reg / "v0001/firmware/tinyship_model_ops.h").unlink()
-    with pytest.raises(sm.SelectModelError, match="tinyship_model_ops.h"):
+    with pytest.raises(sm.SelectModelError, match=r"tinyship_model_ops\.h"):
         sm.check_model_files(model)
     manifest = json.loads((reg / "v0001/manifest.json").read_text())
     del manifest["model"]["crc32"]
@@ -519,9 +657,13 @@ def test_manifest_and_generated_files_are_checked(sm: ModuleType, tmp_path: Path
 
 
 def test_firmware_version_from_pyproject_or_environment(sm: ModuleType, tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text('[tool.x]\nversion = "9.9.9"\n[project]\nname = "t"\nversion = "1.2.3"\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.x]\nversion = "9.9.9"\n[project]\nname = "t"\nversion = "1.2.3"\n'
+    )
     assert sm.firmware_version(tmp_path, {}) == "1.2.3"
-    assert sm.firmware_version(tmp_path, {"TINYSHIP_FIRMWARE_VERSION": "2.0.0-rc.1"}) == "2.0.0-rc.1"
+    assert (
+        sm.firmware_version(tmp_path, {"TINYSHIP_FIRMWARE_VERSION": "2.0.0-rc.1"}) == "2.0.0-rc.1"
+    )
     with pytest.raises(sm.SelectModelError, match="not semver"):
         sm.firmware_version(tmp_path, {"TINYSHIP_FIRMWARE_VERSION": "v2"})
     sm.tomllib = None  # the fallback parser used on Python < 3.11
@@ -530,14 +672,20 @@ def test_firmware_version_from_pyproject_or_environment(sm: ModuleType, tmp_path
         sm.firmware_version(tmp_path / "nowhere", {})
 
 
-def test_prepare_build_copies_files_and_writes_version_header(sm: ModuleType, registry: Path,
-                                                              tmp_path: Path) -> None:
+def test_prepare_build_copies_files_and_writes_version_header(
+    sm: ModuleType, registry: Path, tmp_path: Path
+) -> None:
     (registry / "aliases.json").write_text(json.dumps({"production": "v0002"}))
     build = tmp_path / "build"
-    when = dt.datetime(2026, 3, 4, 5, 6, 7, 891000, tzinfo=dt.timezone.utc)
-    sel = sm.prepare_build(project_dir=REPO, build_dir=build, env_name="nano33ble",
-                           env_profile="tflm-arduino-2023",
-                           environ={"TINYSHIP_REGISTRY": str(registry)}, now=when)
+    when = dt.datetime(2026, 3, 4, 5, 6, 7, 891000, tzinfo=dt.UTC)
+    sel = sm.prepare_build(
+        project_dir=REPO,
+        build_dir=build,
+        env_name="nano33ble",
+        env_profile="tflm-arduino-2023",
+        environ={"TINYSHIP_REGISTRY": str(registry)},
+        now=when,
+    )
     assert sel.model.version == "v0002"
     gen = build / sm.GENERATED_DIR
     for name in sm.MODEL_FILES:
@@ -556,32 +704,55 @@ def test_prepare_build_copies_files_and_writes_version_header(sm: ModuleType, re
     assert "#ifndef TINYSHIP_VERSION_H" in header and "do not edit" in header
     # Unchanged inputs leave the files untouched (incremental builds).
     stamp = (gen / "tinyship_model_data.cc").stat().st_mtime_ns
-    sm.prepare_build(project_dir=REPO, build_dir=build, env_name="nano33ble", env_profile="tflm-arduino-2023",
-                     environ={"TINYSHIP_REGISTRY": str(registry)}, now=when)
+    sm.prepare_build(
+        project_dir=REPO,
+        build_dir=build,
+        env_name="nano33ble",
+        env_profile="tflm-arduino-2023",
+        environ={"TINYSHIP_REGISTRY": str(registry)},
+        now=when,
+    )
     assert (gen / "tinyship_model_data.cc").stat().st_mtime_ns == stamp
 
 
 # ------------------------------------------- Arduino glue on the host (stubs) --
 
+
 def _run_glue(sm: ModuleType, registry: Path, build: Path, version: str) -> dict[str, str]:
-    sel = sm.prepare_build(project_dir=REPO, build_dir=build, env_name="esp32s3", env_profile="tflm-current",
-                           environ={"TINYSHIP_REGISTRY": str(registry), "TINYSHIP_MODEL": version})
+    sel = sm.prepare_build(
+        project_dir=REPO,
+        build_dir=build,
+        env_name="esp32s3",
+        env_profile="tflm-current",
+        environ={"TINYSHIP_REGISTRY": str(registry), "TINYSHIP_MODEL": version},
+    )
     out = _ok(_make("glue", f"GLUE_GEN={sel.generated_dir}"))
-    return dict(line.split(" ", 1) for line in out.splitlines() if line[:5] in ("BANNE", "BOOTL", "PING ", "INFER", "HELLO"))
+    return dict(
+        line.split(" ", 1)
+        for line in out.splitlines()
+        if line[:5] in ("BANNE", "BOOTL", "PING ", "INFER", "HELLO")
+    )
 
 
-def test_arduino_glue_runs_generated_model_through_runner_and_core(sm: ModuleType, registry: Path,
-                                                                  tmp_path: Path) -> None:
+def test_arduino_glue_runs_generated_model_through_runner_and_core(
+    sm: ModuleType, registry: Path, tmp_path: Path
+) -> None:
     lines = _run_glue(sm, registry, tmp_path / "build", "v0010")
-    assert lines["BANNER"] == "tinyship ready proto=1 fw=0.1.0 model=v0010 board=esp32s3 selftest=pass"
+    assert (
+        lines["BANNER"] == "tinyship ready proto=1 fw=0.1.0 model=v0010 board=esp32s3 selftest=pass"
+    )
     assert "BOOTLOG" not in lines
     assert lines["PING"] == "ok"
     assert lines["INFER"] == "cmd=83 out=" + ",".join(map(str, _stub_model([1, 2, 3, 4])))
-    assert lines["HELLO"] == (f"model=v0010 board=esp32s3 crc_ok=1 arena_used={IN_SIZE + OUT_SIZE} "
-                              "arena_size=2048 selftest=0")
+    assert lines["HELLO"] == (
+        f"model=v0010 board=esp32s3 crc_ok=1 arena_used={IN_SIZE + OUT_SIZE} "
+        "arena_size=2048 selftest=0"
+    )
 
 
-def test_arduino_glue_refuses_inference_when_model_crc_is_wrong(sm: ModuleType, tmp_path: Path) -> None:
+def test_arduino_glue_refuses_inference_when_model_crc_is_wrong(
+    sm: ModuleType, tmp_path: Path
+) -> None:
     reg = tmp_path / "models"
     _write_version(reg, "v0001", "tflm-current")
     data_cc = reg / "v0001/firmware/tinyship_model_data.cc"
