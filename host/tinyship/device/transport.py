@@ -146,6 +146,7 @@ class Transport:
         self.opens = 0
         self.bytes_tx = 0
         self.bytes_rx = 0
+        self._line_buf = bytearray()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -170,6 +171,7 @@ class Transport:
         except (serial.SerialException, OSError, ValueError) as e:
             raise DeviceError(f"cannot open serial port {self.url}: {e}") from None
         self._port = port
+        self._line_buf.clear()
         self.opens += 1
         if self.identity is None:
             try:
@@ -266,12 +268,8 @@ class Transport:
         """Read text lines until one satisfies `predicate` or the deadline passes (None).
         Lines may end with \\n or \\r; a 0x00 ends a line too (binary frames are skipped)."""
         deadline = Timeout(timeout_s, clock=self._clock)
-        buf = bytearray()
-        while not deadline.expired:
-            data = self.read()
-            if on_byte is not None and data:
-                on_byte(data)
-            buf += data
+        buf = self._line_buf  # bytes after a returned line stay for the next call
+        while True:
             while True:
                 cut = next((i for i, b in enumerate(buf) if b in (0x0A, 0x0D, 0x00)), -1)
                 if cut < 0:
@@ -280,7 +278,12 @@ class Transport:
                 del buf[: cut + 1]
                 if line and predicate(line):
                     return line
-        return None
+            if deadline.expired:
+                return None
+            data = self.read()
+            if on_byte is not None and data:
+                on_byte(data)
+            buf += data
 
     def drain(self) -> bytes:
         """Everything already waiting, without blocking longer than one poll."""
