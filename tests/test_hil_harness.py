@@ -79,7 +79,11 @@ class _FakeSerial:
 
     def __init__(self, url: str, dead: set[str]) -> None:
         self.url, self.dead, self.is_open = url, dead, False
-        self.baudrate = self.timeout = self.write_timeout = self.dtr = self.rts = None
+        self.baudrate: int | None = None
+        self.timeout: float | None = None
+        self.write_timeout: float | None = None
+        self.dtr: bool | None = None
+        self.rts: bool | None = None
 
     def open(self) -> None:
         import serial

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from tinyship.device import protocol as P
+from tinyship.errors import ProtocolError
 
 REPO = Path(__file__).resolve().parents[1]
 CORE_DIR = REPO / "firmware" / "lib" / "tinyship_core" / "src"
@@ -376,7 +377,7 @@ def test_infer_payload_round_trip() -> None:
         assert len(reply) <= P.MAX_PAYLOAD
         out, got_lat = P.parse_infer_reply(reply, n_out, expected_count=count)
         assert np.array_equal(out, y) and np.array_equal(got_lat, lat)
-    with pytest.raises(P.ProtocolError):
+    with pytest.raises(ProtocolError):
         P.parse_infer_reply(b"\x02\x00" + b"\x00" * 5, 1)
 
 
@@ -390,7 +391,7 @@ def test_info_skips_unknown_tags_and_rejects_truncation() -> None:
     assert info.self_test is not None and info.self_test.status_name == "fail"
     assert info.self_test.failed_vector == 3 and info.input_scale == 0.5
     assert info.to_dict()["unknown"] == {"0x7E": b"future".hex()}
-    with pytest.raises(P.ProtocolError):
+    with pytest.raises(ProtocolError):
         P.parse_info(rec[:-1])
 
 
