@@ -41,9 +41,8 @@ static_assert(!str_eq(TINYSHIP_BUILD_ENV_PROFILE, "tflm-arduino-2023") ||
               "this env's TFLM library (tflm-arduino-2023) miscomputes per-channel Dense layers: "
               "embed a model quantized for profile tflm-arduino-2023");
 
-// Core memory: ts_core_init checks that this is at least ts_core_size().
-constexpr size_t kCoreMemBytes = 6144;
-alignas(8) uint8_t g_core_mem[kCoreMemBytes];
+// Core memory (caller-owned; ts_core_init checks it is >= ts_core_size()).
+alignas(8) uint8_t g_core_mem[TS_CORE_MEM_BYTES];
 ts_core_t *g_core = nullptr;
 ts_status_t g_core_status = TS_OK;
 tinyship::ModelRunner g_runner;

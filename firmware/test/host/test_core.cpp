@@ -855,6 +855,63 @@ void test_busy_io_storage_and_clock_wrap() {
   }
 }
 
+void test_largest_model_sizes() {
+  // input_size = 1022 and output_size = 1018 are the largest a single INFER can
+  // carry; request and reply are then exactly TS_MAX_PAYLOAD bytes.
+  static int8_t big_in[TS_MAX_PAYLOAD - 2];
+  static int8_t big_out[TS_MAX_PAYLOAD - 6];
+  static const int32_t in_shape[1] = {TS_MAX_PAYLOAD - 2};
+  static const int32_t out_shape[1] = {TS_MAX_PAYLOAD - 6};
+  for (size_t i = 0; i < sizeof(big_in); i++) big_in[i] = static_cast<int8_t>(i % 3 == 0 ? 1 : 0);
+  fake_model(big_in, sizeof(big_in), big_out, sizeof(big_out));
+  Rig r(false, [](ts_config_t &c, Fake &) {
+    c.input_size = TS_MAX_PAYLOAD - 2;
+    c.output_size = TS_MAX_PAYLOAD - 6;
+    c.input_shape = in_shape;
+    c.output_shape = out_shape;
+    c.input_rank = 1;
+    c.output_rank = 1;
+    c.golden_inputs = big_in;
+    c.golden_outputs = big_out;
+    c.golden_count = 1;
+  });
+  CHECK_EQ(r.init_status, TS_OK);
+  ts_self_test_t st;
+  CHECK_EQ(ts_core_get_self_test(r.core, &st), TS_OK);
+  CHECK_EQ(st.status, TS_SELF_TEST_PASS);
+  std::vector<uint8_t> pl = {1, 0};
+  for (int8_t x : big_in) pl.push_back(static_cast<uint8_t>(x));
+  CHECK_EQ(pl.size(), TS_MAX_PAYLOAD);
+  Parsed p = r.request(TS_CMD_INFER, 1, pl);
+  CHECK_EQ(p.frames.size(), 1u);
+  CHECK_EQ(p.frames[0].cmd, 0x83);
+  CHECK_EQ(p.frames[0].payload.size(), TS_MAX_PAYLOAD);
+  CHECK(memcmp(p.frames[0].payload.data() + 6, big_out, sizeof(big_out)) == 0);
+  const Tlvs t = parse_tlv(r.request(TS_CMD_HELLO, 2, {}).frames[0].payload);
+  CHECK(t.well_formed);
+  CHECK_EQ(le32(t.v[TS_TLV_INPUT_SIZE].data()), TS_MAX_PAYLOAD - 2);
+  // MLPerf db buffer at full size; results line lists every output.
+  std::string cmd = "db load 1022%db ";
+  for (size_t i = 0; i < sizeof(big_in); i++) cmd += big_in[i] ? "01" : "00";
+  cmd += "%";
+  CHECK_CONTAINS(r.text(cmd.c_str()).text, "e-[Command too long]");  // 2044 hex digits > TS_MAX_LINE
+  std::string load = "db load 1022%";
+  CHECK(r.text(load.c_str()).text == "m-[Expecting 1022 bytes]\r\nm-ready\r\n");
+  std::string out;
+  for (size_t off = 0; off < sizeof(big_in); off += 100) {
+    std::string chunk = "db ";
+    for (size_t i = off; i < off + 100 && i < sizeof(big_in); i++) chunk += big_in[i] ? "01" : "00";
+    chunk += "%";
+    out += r.text(chunk.c_str()).text;
+  }
+  CHECK_CONTAINS(out, "m-load-done");
+  const std::string res = r.text("infer 1 0%").text;
+  CHECK_CONTAINS(res, "m-infer-done");
+  size_t commas = 0;
+  for (char ch : res) commas += ch == ',';
+  CHECK_EQ(commas, TS_MAX_PAYLOAD - 7);
+}
+
 }  // namespace
 
 int main() {
@@ -878,6 +935,7 @@ int main() {
   test_mlperf();
   test_self_test();
   test_busy_io_storage_and_clock_wrap();
+  test_largest_model_sizes();
   printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

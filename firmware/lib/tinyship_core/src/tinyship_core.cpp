@@ -207,6 +207,8 @@ struct ts_core {
   uint8_t rx[TS_MAX_PACKET];
 };
 
+static_assert(sizeof(ts_core) <= TS_CORE_MEM_BYTES, "raise TS_CORE_MEM_BYTES");
+
 namespace {
 
 // ----------------------------------------------------------------- output --

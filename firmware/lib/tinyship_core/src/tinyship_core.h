@@ -240,6 +240,9 @@ typedef struct ts_core ts_core_t;
 
 /* Bytes of memory one core instance needs (alignment: 8 bytes). */
 size_t ts_core_size(void);
+/* Compile-time upper bound of ts_core_size() on every target, for static
+ * buffers (checked by a static_assert in the core). */
+#define TS_CORE_MEM_BYTES 6144u
 
 /* Initialise a core in `mem` (mem_len >= ts_core_size(), 8-byte aligned).
  * Copies *config and *platform (strings and arrays are referenced, they must
