@@ -10,12 +10,13 @@
 // TFLM API relied on (see tinyship_runner.cpp):
 //   MicroInterpreter(const Model*, const MicroOpResolver&, uint8_t* arena,
 //                    size_t arena_size)   -- the 4-argument form.
-// It exists in the official Arduino library (tflite-micro-arduino-examples,
-// 2023 sync: the ErrorReporter overload is still there but deprecated) and in
-// current TFLM / Espressif esp-tflite-micro 1.3.x (ErrorReporter overload
-// removed; optional resource_variables, profiler and, in esp-tflite-micro and
-// TFLM >= 2023-06, preserve_all_tensors arguments follow). TFLM before late
-// 2022 required an ErrorReporter* as fifth argument and is not supported.
+// It exists in the official Arduino library (tflite-micro-arduino-examples) at
+// the commit platformio.ini pins (0b8e7c15, 2023 sync), next to a deprecated
+// ErrorReporter* overload; older commits of that library (e.g. e07de445) only
+// have the form with a mandatory ErrorReporter* and will not compile. Current
+// TFLM and Espressif esp-tflite-micro 1.3.x have it too (ErrorReporter overload
+// removed; optional resource_variables, profiler and preserve_all_tensors
+// arguments follow), so one call site serves both profiles.
 // arena_used_bytes() exists in all supported versions.
 #ifndef TINYSHIP_RUNNER_H
 #define TINYSHIP_RUNNER_H
