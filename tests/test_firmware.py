@@ -762,3 +762,55 @@ def test_arduino_glue_refuses_inference_when_model_crc_is_wrong(
     assert lines["BANNER"].endswith("selftest=not-run")
     assert lines["INFER"] == "cmd=ff out="
     assert "crc_ok=0" in lines["HELLO"]
+
+
+def test_arduino_glue_compiles_and_runs_files_from_the_host_generator(
+    sm: ModuleType, tmp_path: Path
+) -> None:
+    """Contract check: files rendered by tinyship.convert.carray (GENERATED_MODEL_FILES.md)
+    build with select_model.py, the runner and main.cpp, and pass the boot self-test."""
+    carray = pytest.importorskip("tinyship.convert.carray")
+    info_mod = pytest.importorskip("tinyship.convert.tflite_info")
+    import numpy as np
+
+    model = bytes(range(256)) * 3
+    tin = info_mod.TensorInfo("in", [1, IN_SIZE], "int8", 0.5, -1)
+    tout = info_mod.TensorInfo("out", [1, OUT_SIZE], "int8", 0.25, 2)
+    info = info_mod.ModelInfo(
+        ops=["FULLY_CONNECTED", "RELU"],
+        inputs=[tin],
+        outputs=[tout],
+        per_channel_dense=0,
+        size_bytes=len(model),
+        macs=0,
+    )
+    export = carray.ExportInputs(
+        version="v0005",
+        profile="tflm-arduino-2023",
+        arena_bytes=2048,
+        feature_mean=[0.0] * IN_SIZE,
+        feature_std=[1.0] * IN_SIZE,
+        golden_inputs=np.array(GOLDEN_IN, dtype=np.int8),
+        golden_outputs=np.array([_stub_model(row) for row in GOLDEN_IN], dtype=np.int8),
+    )
+    reg = tmp_path / "models"
+    vdir = reg / "v0005"
+    carray.write_c_files(vdir / "firmware", model, info, export)
+    (vdir / "manifest.json").write_text(
+        json.dumps(
+            {
+                "version": "v0005",
+                "profile": "tflm-arduino-2023",
+                "model": {
+                    "sha256": hashlib.sha256(model).hexdigest(),
+                    "crc32": zlib.crc32(model),
+                    "arena_bytes": 2048,
+                },
+            }
+        )
+    )
+    lines = _run_glue(sm, reg, tmp_path / "build", "v0005")
+    assert lines["BANNER"] == (
+        "tinyship ready proto=1 fw=0.1.0 model=v0005 board=esp32s3 selftest=pass"
+    )
+    assert "crc_ok=1" in lines["HELLO"] and "selftest=0" in lines["HELLO"]
