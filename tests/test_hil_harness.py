@@ -260,10 +260,12 @@ def test_cli_pass_json_junit_csv(trained_registry: tuple[Config, str], tmp_path:
     from tinyship.cli import main
 
     cfg, version = trained_registry
-    junit, csv_path = tmp_path / "hil.xml", tmp_path / "hil.csv"
+    junit, csv_path, png = tmp_path / "hil.xml", tmp_path / "hil.csv", tmp_path / "hil.png"
+    pytest.importorskip("matplotlib")
     with pytest.raises(SystemExit) as e:
         main(["hil", "--registry", str(cfg.registry_path), "--model", version, "--baud", "0",
-              "--limit", "30", "--json", "--junit", str(junit), "--csv", str(csv_path)])
+              "--limit", "30", "--json", "--junit", str(junit), "--csv", str(csv_path),
+              "--plot", str(png)])
     out = capsys.readouterr().out
     assert e.value.code == 0, out
     d = json.loads(out)
@@ -274,6 +276,7 @@ def test_cli_pass_json_junit_csv(trained_registry: tuple[Config, str], tmp_path:
     assert suite.get("failures") == "0" and int(suite.get("tests", 0)) == len(d["checks"])
     rows = csv_path.read_text().splitlines()
     assert len(rows) == 31 and rows[0].startswith("index,in0")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_fails_with_exit_9_on_wrong_prediction(trained_registry: tuple[Config, str],
@@ -372,3 +375,20 @@ def test_client_pipelines_and_matches_reference(trained_registry: tuple[Config, 
         assert np.array_equal(r.outputs, ref) and len(r.batch_sizes) == -(-len(x) // 7)
         assert c.stats().inference_count == len(x)
         assert c.batch_size() == P.max_batch(x.shape[1], ref.shape[1])
+
+
+def test_board_vanishing_mid_session_is_a_device_error(
+        trained_registry: tuple[Config, str]) -> None:
+    vb = _board(trained_registry)
+    vb.start()
+    c = DeviceClient.open(vb.url, reply_timeout_s=0.2)
+    try:
+        c.hello()
+        vb.stop()  # the port goes away under an open connection
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError, match=r"socket://127\.0\.0\.1"):
+            c.ping()
+        assert time.monotonic() - t0 < 10.0
+    finally:
+        c.close()
+        vb.stop()
