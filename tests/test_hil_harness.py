@@ -374,6 +374,7 @@ def test_client_pipelines_and_matches_reference(trained_registry: tuple[Config, 
         r = c.infer_stream(x, batch_size=7)
         assert np.array_equal(r.outputs, ref) and len(r.batch_sizes) == -(-len(x) // 7)
         assert c.stats().inference_count == len(x)
+        assert c.counters.max_in_flight == 3  # pipelined, never more than the window
         assert c.batch_size() == P.max_batch(x.shape[1], ref.shape[1])
 
 

@@ -65,6 +65,7 @@ class Counters:
     reconnects: int = 0
     resets_seen: int = 0
     splits: int = 0
+    max_in_flight: int = 0
     error_codes: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -77,6 +78,7 @@ class Counters:
                 "error_replies": self.error_replies, "bad_replies": self.bad_replies,
                 "stale_replies": self.stale_replies, "reconnects": self.reconnects,
                 "resets_seen": self.resets_seen, "splits": self.splits,
+                "max_in_flight": self.max_in_flight,
                 "error_codes": dict(self.error_codes)}
 
 
@@ -345,6 +347,7 @@ class DeviceClient:
             self.counters.requests += 1
         job.wire_tx = len(wire)
         inflight[seq] = job
+        self.counters.max_in_flight = max(self.counters.max_in_flight, len(inflight))
         self.transport.write(wire)
 
     def _run(self, jobs: list[_Job], on_done: Callable[[_Job], None] | None = None
