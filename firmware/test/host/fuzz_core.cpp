@@ -100,6 +100,8 @@ int main(int argc, char **argv) {
   if (ts_core_init(mem, ts_core_size(), &cfg, &plat, &core) != TS_OK) return fail("init", 0);
 
   uint32_t clean_requests = 0;
+  uint32_t ok_replies = 0;
+  uint32_t error_replies[TS_STATUS_COUNT] = {};
   for (uint32_t it = 0; it < iters; it++) {
     fake.out.clear();
     std::vector<uint8_t> bytes;
@@ -135,6 +137,15 @@ int main(int argc, char **argv) {
     if (fake.out.size() > 64 * 1024) return fail("runaway output", it);
     const Parsed p = parse_output(fake.out);
     if (!frames_well_formed(p)) return fail("malformed frame written", it);
+    for (const Frame &f : p.frames) {
+      if (f.cmd != TS_CMD_ERROR) {
+        ok_replies++;
+      } else if (f.payload.empty() || f.payload[0] == 0 || f.payload[0] >= TS_STATUS_COUNT) {
+        return fail("error reply with an invalid code", it);
+      } else {
+        error_replies[f.payload[0]]++;
+      }
+    }
     if (clean) {
       clean_requests++;
       if (p.frames.empty()) return fail("clean request not answered", it);
@@ -160,12 +171,24 @@ int main(int argc, char **argv) {
       }
     }
   }
-  ts_stats_t st;
-  (void)ts_core_get_stats(core, &st);
-  printf("fuzz: %u iterations, %u clean requests answered, frames_ok=%u, bad_crc=%u, bad_framing=%u, "
-         "bad_length=%u\n",
-         iters, clean_requests, st.frames_ok, st.errors[TS_ERR_BAD_CRC], st.errors[TS_ERR_BAD_FRAMING],
-         st.errors[TS_ERR_BAD_LENGTH]);
+  printf("fuzz: %u iterations, %u clean requests answered, replies ok=%u", iters, clean_requests,
+         ok_replies);
+  for (unsigned code = 1; code < TS_STATUS_COUNT; code++) {
+    if (error_replies[code] != 0) printf(" %s=%u", ts_status_name(static_cast<ts_status_t>(code)), error_replies[code]);
+  }
+  printf("\n");
+  // With enough iterations every wire error path must have been reached.
+  if (iters >= 100000) {
+    const ts_status_t wire[] = {TS_ERR_BAD_CRC,          TS_ERR_BAD_LENGTH,      TS_ERR_BAD_FRAMING,
+                                TS_ERR_UNKNOWN_COMMAND,  TS_ERR_WRONG_INPUT_SIZE, TS_ERR_INFERENCE_FAILED,
+                                TS_ERR_BAD_PAYLOAD,      TS_ERR_BATCH_TOO_LARGE, TS_ERR_FRAME_TIMEOUT};
+    for (ts_status_t code : wire) {
+      if (error_replies[code] == 0) {
+        fprintf(stderr, "fuzz: never produced %s\n", ts_status_name(code));
+        return 1;
+      }
+    }
+  }
   free(mem);
   return 0;
 }
