@@ -814,3 +814,15 @@ def test_arduino_glue_compiles_and_runs_files_from_the_host_generator(
         "tinyship ready proto=1 fw=0.1.0 model=v0005 board=esp32s3 selftest=pass"
     )
     assert "crc_ok=1" in lines["HELLO"] and "selftest=0" in lines["HELLO"]
+
+
+def test_protocol_md_documents_every_mlperf_and_text_error_line() -> None:
+    source = (FIRMWARE / "lib/tinyship_core/src/tinyship_core.cpp").read_text()
+    doc = PROTOCOL.read_text()
+    literals = re.findall(r'"((?:e|m)-[^"\\]*)', source)
+    assert len(literals) > 20
+    for literal in literals:
+        stem = literal.split("\\r")[0]
+        if stem in ("m-", "e-"):
+            continue
+        assert stem in doc, f"MLPerf line {stem!r} is not documented in PROTOCOL.md"
