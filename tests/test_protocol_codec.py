@@ -6,19 +6,15 @@
 * random round trips (property style, seeded);
 * constants, commands, error codes and TLV tags parsed from the C header equal the Python ones.
 
-The core library is `firmware/build/host/libtinyship_core.so` (`make -C firmware lib`); when it
-is missing the test compiles `tinyship_core.cpp` with the host C++ compiler, and skips only
-when no compiler is available (set TINYSHIP_REQUIRE_CORE=1 to make that a failure).
+The core library is found the way the virtual board finds it (`$TINYSHIP_CORE_LIB`, else a
+build of the current sources cached under their hash), so the test never runs a stale build.
 """
 
 from __future__ import annotations
 
 import ctypes as C
-import os
 import re
-import shutil
 import struct
-import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 CORE_DIR = REPO / "firmware" / "lib" / "tinyship_core" / "src"
 HEADER = CORE_DIR / "tinyship_core.h"
 PROTOCOL_MD = REPO / "firmware" / "PROTOCOL.md"
-BUILT_LIB = REPO / "firmware" / "build" / "host" / "libtinyship_core.so"
 
 
 def hx(s: str) -> bytes:
@@ -44,20 +39,12 @@ def hx(s: str) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def core_lib(tmp_path_factory: pytest.TempPathFactory) -> C.CDLL:
-    path = Path(os.environ.get("TINYSHIP_CORE_LIB", BUILT_LIB))
-    if not path.is_file():
-        cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-        src = CORE_DIR / "tinyship_core.cpp"
-        if cxx is None or not src.is_file():
-            if os.environ.get("TINYSHIP_REQUIRE_CORE"):
-                pytest.fail("firmware core library missing and cannot be built")
-            pytest.skip("firmware core library missing (run `make -C firmware lib`)")
-        path = tmp_path_factory.mktemp("core") / "libtinyship_core.so"
-        r = subprocess.run([cxx, "-std=c++11", "-O1", "-shared", "-fPIC", "-o", str(path),
-                            str(src)], capture_output=True, text=True)
-        if r.returncode:
-            pytest.fail(f"building the core failed:\n{r.stderr[-2000:]}")
+def core_lib() -> C.CDLL:
+    # The same lookup the virtual board uses: $TINYSHIP_CORE_LIB, else a build cached under
+    # the hash of the core's sources, so a stale firmware/build/ never stands in for them.
+    from tinyship.device.virtual._core import find_core_lib
+
+    path = find_core_lib()
     lib = C.CDLL(str(path))
     lib.ts_crc32.restype = C.c_uint32
     lib.ts_crc32.argtypes = [C.c_uint32, C.c_char_p, C.c_size_t]
