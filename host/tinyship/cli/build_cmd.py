@@ -6,31 +6,32 @@ from pathlib import Path
 
 import click
 
-from tinyship.cli._common import echo_json, json_option
+from tinyship.cli._common import (
+    echo_json,
+    json_option,
+    model_option,
+    project_context,
+    registry_options,
+)
 
 
 @click.command()
 @click.option("--env", "-e", "env", required=True, help="PlatformIO environment (board).")
-@click.option("--model", "ref", default=None,
-              help="Registry version or alias [default: production, else latest].")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Project config whose registry to use [default: ./tinyship.toml].")
+@model_option
+@registry_options
 @click.option("--project-dir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("."), show_default=True, help="Folder with platformio.ini.")
 @click.option("--upload", is_flag=True, help="Also flash the board (pio -t upload).")
 @click.option("--port", "upload_port", default=None, help="Upload port (with --upload).")
 @json_option
-def build(env: str, ref: str | None, config_path: Path | None, project_dir: Path,
-          upload: bool, upload_port: str | None, as_json: bool) -> None:
+def build(env: str, model: str | None, config_path: Path | None, registry_dir: Path | None,
+          project_dir: Path, upload: bool, upload_port: str | None, as_json: bool) -> None:
     """Compile the firmware for ENV with a model version inside; refuse incompatible models."""
-    from tinyship.cli.registry_cmd import _registry
     from tinyship.firmware.build import build as run_build
-    from tinyship.registry import Registry
 
-    reg = _registry(config_path, None)
-    assert isinstance(reg, Registry)
+    reg, _ = project_context(config_path, registry_dir)
     echo = None if as_json else (lambda line: click.echo(line, err=True))
-    result = run_build(project_dir, reg, env, ref, upload=upload, upload_port=upload_port,
+    result = run_build(project_dir, reg, env, model, upload=upload, upload_port=upload_port,
                        on_line=echo)
     if as_json:
         echo_json(result.to_dict())

@@ -15,16 +15,12 @@ from types import FrameType
 
 import click
 
-from tinyship.cli._common import json_option
+from tinyship.cli._common import json_option, model_option, project_context, registry_options
 
 
 @click.command()
-@click.option("--model", "model", default=None, metavar="VERSION",
-              help="Registry version or alias [default: production, else latest].")
-@click.option("--registry", "registry_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Registry folder [default: the config's].")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Project config (registry and [board] latency profile).")
+@model_option
+@registry_options
 @click.option("--baud", type=click.IntRange(min=0), default=115200, show_default=True,
               help="Link speed, 10 bits per byte; 0 = unpaced.")
 @click.option("--faults", "faults_spec", default=None, metavar="SPEC",
@@ -44,20 +40,14 @@ def emulator(model: str | None, registry_dir: Path | None, config_path: Path | N
              baud: int, faults_spec: str | None, state_dir: Path | None, port: int,
              host: str, use_pty: bool, boot_delay: float, as_json: bool) -> None:
     """Run a virtual tinyship board (the firmware core + TFLite Micro) on a serial URL."""
-    from tinyship.config import BoardSection, load_config
     from tinyship.device.virtual import VirtualBoard, parse_faults
 
     try:
         faults = parse_faults(faults_spec)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--faults") from None
-    board: BoardSection | None = None
-    if registry_dir is None or config_path is not None:
-        cfg = load_config(config_path)
-        board = cfg.board
-        if registry_dir is None:
-            registry_dir = cfg.registry_path
-    vb = VirtualBoard(registry_dir, model, board=board, baud=baud, faults=faults,
+    registry, board = project_context(config_path, registry_dir)
+    vb = VirtualBoard(registry.root, model, board=board, baud=baud, faults=faults,
                       state_dir=state_dir, boot_delay_s=boot_delay, host=host, port=port,
                       pty=use_pty)
     done = threading.Event()

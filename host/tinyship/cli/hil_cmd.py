@@ -14,18 +14,9 @@ from typing import Any
 
 import click
 
-from tinyship.cli._common import json_option
+from tinyship.cli._common import json_option, model_option, project_context, registry_options
 
 VIRTUAL = "virtual"
-
-
-def _registry_and_board(config_path: Path | None, registry_dir: Path | None) -> tuple[Path, Any]:
-    from tinyship.config import DEFAULT_CONFIG_NAME, BoardSection, load_config
-
-    if config_path is not None or (registry_dir is None and Path(DEFAULT_CONFIG_NAME).is_file()):
-        cfg = load_config(config_path)
-        return (registry_dir or cfg.registry_path), cfg.board
-    return (registry_dir or Path("models")), BoardSection()
 
 
 @contextlib.contextmanager
@@ -51,12 +42,8 @@ def _device_url(device: str, registry: Path, model: str | None, board: Any, baud
 @click.option("--device", "device", default=VIRTUAL, show_default=True, metavar="URL",
               help="Serial port or pyserial URL (/dev/ttyACM0, COM5, socket://host:port, "
               "rfc2217://...); `virtual` runs the virtual board in-process.")
-@click.option("--model", "model", default=None, metavar="VERSION",
-              help="Registry version or alias [default: production, else latest].")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Project config (registry and [board] latency budget).")
-@click.option("--registry", "registry_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Registry folder [default: the config's, else ./models].")
+@model_option
+@registry_options
 @click.option("--baud", type=click.IntRange(min=0), default=115200, show_default=True,
               help="Line rate (sets the port; with `virtual` the emulated link; 0 = unpaced).")
 @click.option("--tolerance-lsb", type=click.IntRange(0, 255), default=0, show_default=True,
@@ -83,10 +70,10 @@ def hil(device: str, model: str | None, config_path: Path | None, registry_dir: 
 
     from tinyship.errors import ValidationFailed
     from tinyship.hil import validate
-    from tinyship.registry import Registry
 
-    registry, board = _registry_and_board(config_path, registry_dir)
-    version = Registry(registry).resolve(model)
+    reg, board = project_context(config_path, registry_dir)
+    registry = reg.root
+    version = reg.resolve(model)
     err = Console(stderr=True)
     with _device_url(device, registry, version, board, baud, faults_spec) as url, Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),

@@ -6,26 +6,7 @@ from pathlib import Path
 
 import click
 
-from tinyship.cli._common import echo_json, json_option
-
-
-def _registry(config_path: Path | None, registry_dir: Path | None) -> object:
-    from tinyship.registry import Registry
-
-    if registry_dir is not None:
-        return Registry(registry_dir)
-    from tinyship.config import DEFAULT_CONFIG_NAME, load_config
-
-    if config_path is None and not Path(DEFAULT_CONFIG_NAME).is_file():
-        return Registry(Path("models"))
-    return Registry(load_config(config_path).registry_path)
-
-
-registry_option = click.option(
-    "--registry", "registry_dir", type=click.Path(path_type=Path, file_okay=False),
-    help="Registry folder [default: the config's, else ./models].")
-config_opt = click.option("--config", "config_path", type=click.Path(path_type=Path),
-                          help="Project config whose registry to use.")
+from tinyship.cli._common import echo_json, json_option, project_context, registry_options
 
 
 @click.group()
@@ -34,15 +15,11 @@ def registry() -> None:
 
 
 @registry.command("list")
-@config_opt
-@registry_option
+@registry_options
 @json_option
 def list_cmd(config_path: Path | None, registry_dir: Path | None, as_json: bool) -> None:
     """List versions, newest last, with their main metric and aliases."""
-    from tinyship.registry import Registry
-
-    reg = _registry(config_path, registry_dir)
-    assert isinstance(reg, Registry)
+    reg, _ = project_context(config_path, registry_dir)
     aliases = reg.aliases()
     by_version: dict[str, list[str]] = {}
     for a, v in aliases.items():
@@ -84,17 +61,13 @@ def list_cmd(config_path: Path | None, registry_dir: Path | None, as_json: bool)
 
 @registry.command("show")
 @click.argument("version", required=False)
-@config_opt
-@registry_option
+@registry_options
 @json_option
 def show_cmd(version: str | None, config_path: Path | None, registry_dir: Path | None,
              as_json: bool) -> None:
     """Show one version's manifest (VERSION: vNNNN, an alias, or `latest`; default:
     production, else latest)."""
-    from tinyship.registry import Registry
-
-    reg = _registry(config_path, registry_dir)
-    assert isinstance(reg, Registry)
+    reg, _ = project_context(config_path, registry_dir)
     v = reg.resolve(version)
     m = reg.manifest(v)
     if as_json:
@@ -109,17 +82,13 @@ def show_cmd(version: str | None, config_path: Path | None, registry_dir: Path |
 
 @registry.command("verify")
 @click.argument("version", required=False)
-@config_opt
-@registry_option
+@registry_options
 @json_option
 def verify_cmd(version: str | None, config_path: Path | None, registry_dir: Path | None,
                as_json: bool) -> None:
     """Check every artifact of a version against the SHA-256 in its manifest."""
     from tinyship.errors import RegistryError
-    from tinyship.registry import Registry
-
-    reg = _registry(config_path, registry_dir)
-    assert isinstance(reg, Registry)
+    reg, _ = project_context(config_path, registry_dir)
     v = reg.resolve(version)
     problems = reg.verify(v)
     if as_json:
@@ -132,16 +101,12 @@ def verify_cmd(version: str | None, config_path: Path | None, registry_dir: Path
 
 @registry.command("promote")
 @click.argument("version")
-@config_opt
-@registry_option
+@registry_options
 @json_option
 def promote_cmd(version: str, config_path: Path | None, registry_dir: Path | None,
                 as_json: bool) -> None:
     """Make VERSION the production model; the previous one becomes last_known_good."""
-    from tinyship.registry import Registry
-
-    reg = _registry(config_path, registry_dir)
-    assert isinstance(reg, Registry)
+    reg, _ = project_context(config_path, registry_dir)
     aliases = reg.promote(version)
     if as_json:
         echo_json({"aliases": aliases})
