@@ -46,21 +46,16 @@ class Target:
 
 @pytest.fixture(scope="session")
 def target(pytestconfig: pytest.Config) -> Iterator[Target]:
-    from tinyship.config import DEFAULT_CONFIG_NAME, BoardSection, load_config
+    from tinyship.config import project_context
     from tinyship.errors import RegistryError
-    from tinyship.registry import Registry
 
     opt = pytestconfig.getoption
     registry_dir, cfg_path = opt("--registry"), opt("--hil-config")
-    board: Any = BoardSection()
-    if cfg_path or (registry_dir is None and Path(DEFAULT_CONFIG_NAME).is_file()):
-        cfg = load_config(cfg_path)
-        board = cfg.board
-        registry = Path(registry_dir) if registry_dir else cfg.registry_path
-    else:
-        registry = Path(registry_dir or "models")
+    reg, board = project_context(Path(cfg_path) if cfg_path else None,
+                                 Path(registry_dir) if registry_dir else None)
+    registry = reg.root
     try:
-        version = Registry(registry).resolve(opt("--model"))
+        version = reg.resolve(opt("--model"))
     except RegistryError as e:
         pytest.skip(f"no model to validate: {e} (train one with `tinyship train`, or pass "
                     "--registry/--model)")

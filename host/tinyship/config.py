@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tinyship.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tinyship.registry import Registry
 
 DEFAULT_CONFIG_NAME = "tinyship.toml"
 BUNDLED_PREFIX = "bundled:"
@@ -212,3 +215,17 @@ def load_config(path: str | Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     return parse_config(raw, base_dir=p.resolve().parent, source=str(p))
+
+
+def project_context(
+    config_path: Path | None = None, registry_dir: Path | None = None
+) -> tuple[Registry, BoardSection]:
+    """The (Registry, BoardSection) a device or registry command works on, one rule for all:
+    an explicit config is loaded; else ./tinyship.toml if present; `registry_dir` overrides
+    the config's registry; with neither, ./models and the default board."""
+    from tinyship.registry import Registry
+
+    if config_path is not None or Path(DEFAULT_CONFIG_NAME).is_file():
+        cfg = load_config(config_path)
+        return Registry(registry_dir or cfg.registry_path), cfg.board
+    return Registry(registry_dir or Path("models")), BoardSection()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-if TYPE_CHECKING:
-    from tinyship.config import BoardSection
-    from tinyship.registry import Registry
+from tinyship.config import project_context
+
+__all__ = ["project_context"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,18 +55,3 @@ def model_option(f: F) -> F:
         "--model", "model", default=None, metavar="VERSION",
         help="Registry version or alias [default: production, else latest].",
     )(f)
-
-
-def project_context(
-    config_path: Path | None, registry_dir: Path | None
-) -> tuple[Registry, BoardSection]:
-    """The (Registry, BoardSection) a command works on, by one rule for every command:
-    an explicit --config is loaded; else ./tinyship.toml if present; --registry overrides
-    the config's registry; with neither, ./models and the default board."""
-    from tinyship.config import DEFAULT_CONFIG_NAME, BoardSection, load_config
-    from tinyship.registry import Registry
-
-    if config_path is not None or Path(DEFAULT_CONFIG_NAME).is_file():
-        cfg = load_config(config_path)
-        return Registry(registry_dir or cfg.registry_path), cfg.board
-    return Registry(registry_dir or Path("models")), BoardSection()
