@@ -50,9 +50,10 @@ def list_cmd(config_path: Path | None, registry_dir: Path | None, as_json: bool)
         return
     t = Table(title=f"registry {reg.root}", show_edge=False)
     for col in ("version", "created", "profile", "bytes", "arena", "metrics", "aliases"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("version", "created", "profile"))
     for r in rows:
-        t.add_row(r["version"], str(r["created"]), str(r["profile"]), str(r["model_bytes"]),
+        created = str(r["created"] or "")[:16].replace("T", " ")
+        t.add_row(r["version"], created, str(r["profile"]), str(r["model_bytes"]),
                   str(r["arena_bytes"]),
                   ", ".join(f"{k}={v:.4g}" for k, v in r["metrics"].items()),
                   ", ".join(r["aliases"]))
