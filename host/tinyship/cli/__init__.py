@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "registry": "tinyship.cli.registry_cmd:registry",
     "emulator": "tinyship.cli.emulator_cmd:emulator",
     "build": "tinyship.cli.build_cmd:build",
+    "device": "tinyship.cli.device_cmd:device",
     "hil": "tinyship.cli.hil_cmd:hil",
 }
 
