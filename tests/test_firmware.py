@@ -27,6 +27,10 @@ from typing import Any
 
 import pytest
 
+# The ctypes mirror of the core's structs is the virtual board's (one copy, checked
+# against the header in tests/test_protocol_codec.py).
+from tinyship.device.virtual._core import Config, InferFn, MicrosFn, Platform, WriteFn
+
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
 HEADER = FIRMWARE / "lib/tinyship_core/src/tinyship_core.h"
@@ -137,61 +141,6 @@ def test_core_fuzz_200k_frames() -> None:
 # ------------------------------------------------------ shared library (ctypes) --
 
 
-class Platform(ctypes.Structure):
-    WRITE = ctypes.CFUNCTYPE(
-        ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t
-    )
-    MICROS = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p)
-    INFER = ctypes.CFUNCTYPE(
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.POINTER(ctypes.c_int8),
-        ctypes.c_size_t,
-        ctypes.POINTER(ctypes.c_int8),
-        ctypes.c_size_t,
-    )
-    _fields_ = [
-        ("user", ctypes.c_void_p),
-        ("write", WRITE),
-        ("micros", MICROS),
-        ("infer", INFER),
-        ("storage_read", ctypes.c_void_p),
-        ("storage_write", ctypes.c_void_p),
-    ]
-
-
-class Config(ctypes.Structure):
-    _fields_ = [
-        ("firmware_version", ctypes.c_char_p),
-        ("model_version", ctypes.c_char_p),
-        ("model_sha256", ctypes.c_char_p),
-        ("profile", ctypes.c_char_p),
-        ("board", ctypes.c_char_p),
-        ("git_commit", ctypes.c_char_p),
-        ("build_time", ctypes.c_char_p),
-        ("input_size", ctypes.c_uint32),
-        ("output_size", ctypes.c_uint32),
-        ("input_shape", ctypes.POINTER(ctypes.c_int32)),
-        ("output_shape", ctypes.POINTER(ctypes.c_int32)),
-        ("input_rank", ctypes.c_uint32),
-        ("output_rank", ctypes.c_uint32),
-        ("input_scale", ctypes.c_float),
-        ("output_scale", ctypes.c_float),
-        ("input_zero_point", ctypes.c_int32),
-        ("output_zero_point", ctypes.c_int32),
-        ("arena_size", ctypes.c_uint32),
-        ("arena_used", ctypes.c_uint32),
-        ("model_crc32", ctypes.c_uint32),
-        ("model_crc_check", ctypes.c_uint32),
-        ("boot_count", ctypes.c_uint32),
-        ("reset_reason", ctypes.c_uint32),
-        ("golden_inputs", ctypes.POINTER(ctypes.c_int8)),
-        ("golden_outputs", ctypes.POINTER(ctypes.c_int8)),
-        ("golden_count", ctypes.c_uint32),
-        ("golden_tolerance_lsb", ctypes.c_uint32),
-    ]
-
-
 def _py_cobs(data: bytes) -> bytes:
     out, block = bytearray(), bytearray()
     for b in data:
@@ -297,17 +246,17 @@ def test_shared_library_runs_a_core_through_ctypes(core_lib: ctypes.CDLL) -> Non
     written = bytearray()
     clock = [1000]
 
-    @Platform.WRITE
+    @WriteFn
     def write(_user: Any, data: Any, length: int) -> int:
         written.extend(ctypes.string_at(data, length))
         return 0
 
-    @Platform.MICROS
+    @MicrosFn
     def micros(_user: Any) -> int:
         clock[0] += 25
         return clock[0]
 
-    @Platform.INFER
+    @InferFn
     def infer(_user: Any, inp: Any, n_in: int, out: Any, n_out: int) -> int:
         total = sum(inp[i] for i in range(n_in))
         for k in range(n_out):
@@ -347,7 +296,7 @@ def test_shared_library_runs_a_core_through_ctypes(core_lib: ctypes.CDLL) -> Non
         1,
         0,
     )
-    platform = Platform(None, write, micros, infer, None, None)
+    platform = Platform(None, write, micros, infer)  # storage callbacks left NULL
     mem = ctypes.create_string_buffer(core_lib.ts_core_size())
     core = ctypes.c_void_p()
     assert (

@@ -23,6 +23,15 @@ import numpy as np
 import pytest
 
 from tinyship.device import protocol as P
+from tinyship.device.virtual._core import (
+    Config,
+    InferFn,
+    MicrosFn,
+    Platform,
+    StorageReadFn,
+    StorageWriteFn,
+    WriteFn,
+)
 from tinyship.errors import ProtocolError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,34 +72,8 @@ def core_lib() -> C.CDLL:
     return lib
 
 
-WRITE = C.CFUNCTYPE(C.c_int, C.c_void_p, C.POINTER(C.c_uint8), C.c_size_t)
-MICROS = C.CFUNCTYPE(C.c_uint32, C.c_void_p)
-INFER = C.CFUNCTYPE(C.c_int, C.c_void_p, C.POINTER(C.c_int8), C.c_size_t,
-                    C.POINTER(C.c_int8), C.c_size_t)
-STORE = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_uint32, C.POINTER(C.c_uint8), C.c_size_t)
-
-
-class Platform(C.Structure):
-    _fields_ = [("user", C.c_void_p), ("write", WRITE), ("micros", MICROS), ("infer", INFER),
-                ("storage_read", STORE), ("storage_write", STORE)]
-
-
-class Config(C.Structure):
-    _fields_ = [
-        ("firmware_version", C.c_char_p), ("model_version", C.c_char_p),
-        ("model_sha256", C.c_char_p), ("profile", C.c_char_p), ("board", C.c_char_p),
-        ("git_commit", C.c_char_p), ("build_time", C.c_char_p),
-        ("input_size", C.c_uint32), ("output_size", C.c_uint32),
-        ("input_shape", C.POINTER(C.c_int32)), ("output_shape", C.POINTER(C.c_int32)),
-        ("input_rank", C.c_uint32), ("output_rank", C.c_uint32),
-        ("input_scale", C.c_float), ("output_scale", C.c_float),
-        ("input_zero_point", C.c_int32), ("output_zero_point", C.c_int32),
-        ("arena_size", C.c_uint32), ("arena_used", C.c_uint32), ("model_crc32", C.c_uint32),
-        ("model_crc_check", C.c_uint32), ("boot_count", C.c_uint32),
-        ("reset_reason", C.c_uint32), ("golden_inputs", C.POINTER(C.c_int8)),
-        ("golden_outputs", C.POINTER(C.c_int8)), ("golden_count", C.c_uint32),
-        ("golden_tolerance_lsb", C.c_uint32),
-    ]
+# One ctypes mirror of the core's structs, shared with the virtual board.
+WRITE, MICROS, INFER = WriteFn, MicrosFn, InferFn
 
 
 IN_SIZE, OUT_SIZE = 4, 2
@@ -119,7 +102,7 @@ class Core:
         self._micros = MICROS(self._on_micros)
         self._infer = INFER(self._on_infer)
         self._platform = Platform(None, self._write, self._micros, self._infer,
-                                  STORE(), STORE())
+                                  StorageReadFn(), StorageWriteFn())
         self._in_shape = (C.c_int32 * 2)(1, IN_SIZE)
         self._out_shape = (C.c_int32 * 2)(1, OUT_SIZE)
         gin = np.array([[1, 2, 3, 4], [-5, 6, 7, -8]], dtype=np.int8)
@@ -472,3 +455,19 @@ def test_core_refuses_inference_when_model_crc_failed(core_lib: C.CDLL) -> None:
     assert info.model_crc_ok == P.CrcCheck.MISMATCH
     r = c.request(P.Command.INFER, 2, P.encode_infer(np.zeros((1, IN_SIZE), np.int8)))
     assert P.parse_error(r.payload).code == P.Status.MODEL_INVALID
+
+
+def test_ctypes_mirror_matches_the_c_structs() -> None:
+    """The Python mirror of ts_config_t / ts_platform_t lists the header's fields in order."""
+    header = HEADER.read_text()
+
+    def fields(struct: str) -> list[str]:
+        pattern = r"typedef struct " + struct + r" \{(.*?)\} " + struct + r"_t;"
+        body = re.search(pattern, header, re.S)
+        assert body, struct
+        text = re.sub(r"/\*.*?\*/", "", body.group(1), flags=re.S)
+        names = re.findall(r"\(\s*\*\s*(\w+)\s*\)\s*\(|(\w+)\s*;", text)
+        return [a or b for a, b in names]
+
+    assert fields("ts_config") == [f[0] for f in Config._fields_]
+    assert fields("ts_platform") == [f[0] for f in Platform._fields_]
