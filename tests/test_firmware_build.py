@@ -119,3 +119,34 @@ def test_failed_pio_run_reports_output_and_stores_nothing(
     with pytest.raises(BuildError, match="exit 3"):
         build(tmp_path, Registry(root), "oldlib", version, pio=_fake_pio(tmp_path, 3))
     assert not (root / "builds").exists()
+
+
+def test_build_command_line(
+    project: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tinyship build` end to end through click, with the fake pio (a process-boundary double)."""
+    from click.testing import CliRunner
+
+    from tinyship.cli import cli, main
+
+    root, version = project
+    pio = _fake_pio(tmp_path)[0]
+    args = ["build", "--env", "oldlib", "--model", version, "--registry", str(root),
+            "--project-dir", str(tmp_path), "--pio", pio]
+    res = CliRunner().invoke(cli, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["version"] == version and out["env"] == "oldlib"
+    assert Path(out["output_dir"]) == root / "builds" / version / "oldlib"
+
+    # Profile refusal reaches the user as a build error (exit 10) naming both profiles.
+    manifest = root / version / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["profile"] = "tflm-current"
+    manifest.write_text(json.dumps(data))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 10
+    err = capsys.readouterr().err
+    assert "error: model" in err and "'tflm-current'" in err and "'tflm-arduino-2023'" in err

@@ -23,16 +23,20 @@ from tinyship.cli._common import (
               default=Path("."), show_default=True, help="Folder with platformio.ini.")
 @click.option("--upload", is_flag=True, help="Also flash the board (pio -t upload).")
 @click.option("--port", "upload_port", default=None, help="Upload port (with --upload).")
+@click.option("--pio", "pio_exe", envvar="TINYSHIP_PIO", default=None, metavar="PATH",
+              help="PlatformIO executable [env TINYSHIP_PIO; default: pio on PATH, "
+                   "else python -m platformio].")
 @json_option
 def build(env: str, model: str | None, config_path: Path | None, registry_dir: Path | None,
-          project_dir: Path, upload: bool, upload_port: str | None, as_json: bool) -> None:
+          project_dir: Path, upload: bool, upload_port: str | None, pio_exe: str | None,
+          as_json: bool) -> None:
     """Compile the firmware for ENV with a model version inside; refuse incompatible models."""
     from tinyship.firmware.build import build as run_build
 
     reg, _ = project_context(config_path, registry_dir)
     echo = None if as_json else (lambda line: click.echo(line, err=True))
     result = run_build(project_dir, reg, env, model, upload=upload, upload_port=upload_port,
-                       on_line=echo)
+                       pio=[pio_exe] if pio_exe else None, on_line=echo)
     if as_json:
         echo_json(result.to_dict())
     else:
