@@ -536,6 +536,22 @@ def test_resolve_production_alias_then_explicit_and_alias_names(
     assert sm.resolve_version(registry, "last_known_good") == "v0001"
 
 
+def test_resolve_agrees_with_the_registry(sm: ModuleType, registry: Path) -> None:
+    """The pre-build script cannot import tinyship, so it repeats `Registry.resolve`: keep
+    them in step for every kind of reference, with and without a production alias."""
+    from tinyship.registry import Registry
+
+    reg = Registry(registry)
+    refs = [None, "latest", "v0001", "v0010"]
+    assert [sm.resolve_version(registry, r) for r in refs] == [reg.resolve(r) for r in refs]
+    (registry / "aliases.json").write_text(
+        json.dumps({"production": "v0002", "last_known_good": "v0001"})
+    )
+    reg = Registry(registry)
+    refs += ["production", "last_known_good"]
+    assert [sm.resolve_version(registry, r) for r in refs] == [reg.resolve(r) for r in refs]
+
+
 def test_resolve_errors_name_what_exists(sm: ModuleType, registry: Path, tmp_path: Path) -> None:
     with pytest.raises(sm.SelectModelError, match=r"v0099.*available: v0001, v0002, v0010"):
         sm.resolve_version(registry, "v0099")

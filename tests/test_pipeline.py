@@ -162,6 +162,18 @@ max_int8_degradation = 0.5
     res = runner.invoke(cli, ["registry", "verify", "--registry", str(tmp_path / "reg")])
     assert res.exit_code == 0 and "all artifacts match" in res.output
 
+    # --profile overrides quantization.profile for one run and is recorded in the manifest.
+    res = runner.invoke(cli, ["train", "--config", str(cfg_path), "--profile", "tflm-current",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["version"] == "v0002"
+    manifest = Registry(tmp_path / "reg").manifest("v0002")
+    assert manifest["profile"] == "tflm-current"
+    assert manifest["config"]["quantization"]["profile"] == "tflm-current"
+    assert Registry(tmp_path / "reg").manifest("v0001")["profile"] == "tflm-arduino-2023"
+    res = runner.invoke(cli, ["train", "--config", str(cfg_path), "--profile", "tflm-1999"])
+    assert res.exit_code == 2 and "tflm-1999" in res.output
+
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tinyship", *args], cwd=cwd,

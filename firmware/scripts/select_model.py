@@ -5,8 +5,8 @@ for tests, imported as a plain module: every decision lives in a function that
 takes its inputs as arguments; only :func:`_run_in_scons` at the bottom touches
 SCons.
 
-* model version: env ``TINYSHIP_MODEL`` (a version such as ``v0003`` or an alias
-  name), else the registry's ``production`` alias, else the newest version;
+* model version: env ``TINYSHIP_MODEL`` (a version such as ``v0003``, an alias
+  name or ``latest``), else the registry's ``production`` alias, else the newest version;
 * registry: env ``TINYSHIP_REGISTRY``, default ``models/`` at the project root;
 * the env's ``custom_tinyship_profile`` must accept the model's profile
   (``tflm-arduino-2023`` envs accept only ``tflm-arduino-2023`` models,
@@ -118,7 +118,8 @@ def read_aliases(registry: Path) -> dict[str, str]:
 
 
 def resolve_version(registry: Path, requested: str | None) -> str:
-    """Choose the version: ``requested`` (version or alias), else production, else newest."""
+    """Choose the version as ``Registry.resolve`` does: ``requested`` (version, alias or
+    ``latest``), else the production alias, else the newest version."""
     versions = list_versions(registry)
     if not versions:
         raise SelectModelError(
@@ -127,6 +128,8 @@ def resolve_version(registry: Path, requested: str | None) -> str:
         )
     aliases = read_aliases(registry)
     wanted = (requested or "").strip()
+    if wanted == "latest":
+        return versions[-1]
     if wanted:
         version = aliases.get(wanted, wanted)
         source = f"TINYSHIP_MODEL={wanted}"

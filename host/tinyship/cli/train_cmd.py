@@ -8,14 +8,19 @@ import click
 
 from tinyship.cli._common import config_option, echo_json, json_option
 from tinyship.errors import GateError
+from tinyship.profiles import PROFILES
 
 
 @click.command()
 @config_option
 @click.option("--data", "data_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Train on this CSV instead of the config's dataset.")
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None,
+              help="Target-runtime profile for this run, overriding quantization.profile "
+                   "(the firmware env's TFLM library decides which one it can run).")
 @json_option
-def train(config_path: Path | None, data_path: Path | None, as_json: bool) -> None:
+def train(config_path: Path | None, data_path: Path | None, profile: str | None,
+          as_json: bool) -> None:
     """Check data, train, quantize to int8, export the C array, gate, and register.
 
     Nothing is registered unless every data check and quality gate passes.
@@ -26,6 +31,9 @@ def train(config_path: Path | None, data_path: Path | None, as_json: bool) -> No
     from tinyship.pipeline import run_pipeline
 
     cfg = load_config(config_path)
+    if profile is not None:
+        quant = cfg.quantization.model_copy(update={"profile": profile})
+        cfg = cfg.model_copy(update={"quantization": quant})
     err = Console(stderr=True)
     try:
         if as_json:

@@ -82,7 +82,8 @@ def check_compatible(env: str, runtime_profile: str, version: str, model_profile
             f"model {version} was quantized for profile '{model_profile}', but env '{env}' "
             f"links a TFLM library with profile '{runtime_profile}', which cannot run it "
             "correctly (older TFLM silently mis-computes per-channel quantized Dense layers); "
-            f"retrain with quantization.profile = '{runtime_profile}' or pick another env"
+            f"retrain with `tinyship train --profile {runtime_profile}` (or quantization.profile "
+            f"= '{runtime_profile}' in the config) or pick another env"
         )
 
 
