@@ -38,7 +38,7 @@ custom_tinyship_profile = tflm-1999
 """
 
 
-def _fake_pio(tmp: Path, exit_code: int = 0) -> list[str]:
+def _fake_pio(tmp: Path, exit_code: int = 0, say: str = "Building") -> list[str]:
     script = tmp / "fake_pio.py"
     script.write_text(f"""#!/usr/bin/env python3
 import json, os, sys, pathlib
@@ -51,7 +51,7 @@ record = {{"args": args, "model": os.environ.get("TINYSHIP_MODEL"),
 out = proj / ".pio" / "build" / env
 out.mkdir(parents=True, exist_ok=True)
 (out / "firmware.bin").write_bytes(b"\\x7fFIRMWARE" + env.encode())
-print("Building", env)
+print({say!r}, env)
 sys.exit({exit_code})
 """)
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
@@ -119,6 +119,14 @@ def test_failed_pio_run_reports_output_and_stores_nothing(
     with pytest.raises(BuildError, match="exit 3"):
         build(tmp_path, Registry(root), "oldlib", version, pio=_fake_pio(tmp_path, 3))
     assert not (root / "builds").exists()
+    # PlatformIO's own words when it cannot download a platform (as on an offline machine).
+    with pytest.raises(BuildError) as exc:
+        build(tmp_path, Registry(root), "oldlib", version,
+              pio=_fake_pio(tmp_path, 1, say="HTTPClientError:"))
+    assert exc.value.hint is not None and "network access" in exc.value.hint
+    with pytest.raises(BuildError) as exc:
+        build(tmp_path, Registry(root), "oldlib", version, pio=_fake_pio(tmp_path, 1))
+    assert exc.value.hint is None
 
 
 def test_build_command_line(

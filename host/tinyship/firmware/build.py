@@ -141,8 +141,12 @@ def build(
         if on_line:
             on_line(line.rstrip())
     if proc.wait() != 0:
+        offline = any("HTTPClientError" in t or "Could not resolve" in t for t in tail)
         raise BuildError(
-            f"pio run -e {env} failed (exit {proc.returncode}):\n" + "\n".join(tail[-15:])
+            f"pio run -e {env} failed (exit {proc.returncode}):\n" + "\n".join(tail[-15:]),
+            hint=("PlatformIO could not download the board platform or libraries; the first "
+                  "build of an env needs network access (later builds use ~/.platformio)")
+            if offline else None,
         )
 
     build_dir = project_dir / ".pio" / "build" / env
