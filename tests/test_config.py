@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tinyship.config import Config, bundled_dataset, load_config, parse_config
+from tinyship.config import (
+    Config,
+    bundled_dataset,
+    load_config,
+    parse_config,
+    with_overrides,
+)
 from tinyship.errors import ConfigError, ExitCode
 
 MINIMAL = """
@@ -69,6 +75,18 @@ def test_unknown_profile(tmp_path: Path) -> None:
     assert "key 'quantization.profile'" in text
     assert "unknown profile 'tflm-1999'" in text
     assert "tflm-arduino-2023" in text  # lists the known ones
+
+
+def test_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, MINIMAL + "[quantization]\ngolden_vectors = 6\n"))
+    new = with_overrides(cfg, "--profile", quantization={"profile": "tflm-current"})
+    assert new.quantization.profile == "tflm-current"
+    assert new.quantization.golden_vectors == 6  # the rest of the section is kept
+    assert new.base_dir == cfg.base_dir and new.data == cfg.data
+    with pytest.raises(ConfigError, match=r"--profile: key 'quantization.profile'.*tflm-1999"):
+        with_overrides(cfg, "--profile", quantization={"profile": "tflm-1999"})
+    with pytest.raises(ConfigError, match=r"unknown key 'quantization.scheme'"):
+        with_overrides(cfg, "--scheme", quantization={"scheme": "x"})
 
 
 def test_target_listed_as_feature(tmp_path: Path) -> None:

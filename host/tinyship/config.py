@@ -202,6 +202,15 @@ def parse_config(data: dict[str, object], *, base_dir: Path, source: str = "conf
     return cfg
 
 
+def with_overrides(cfg: Config, source: str, **sections: dict[str, object]) -> Config:
+    """`cfg` with some keys of its sections replaced (command-line options), validated again
+    by `parse_config` so an override obeys every rule a key written in the file does."""
+    data = cfg.model_dump(exclude={"base_dir"})
+    for name, values in sections.items():
+        data[name] = {**data[name], **values}
+    return parse_config(data, base_dir=cfg.base_dir, source=source)
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read and validate a `tinyship.toml`; default is the one in the current directory."""
     p = Path(path) if path is not None else Path(DEFAULT_CONFIG_NAME)

@@ -27,13 +27,12 @@ def train(config_path: Path | None, data_path: Path | None, profile: str | None,
     """
     from rich.console import Console
 
-    from tinyship.config import load_config
+    from tinyship.config import load_config, with_overrides
     from tinyship.pipeline import run_pipeline
 
     cfg = load_config(config_path)
     if profile is not None:
-        quant = cfg.quantization.model_copy(update={"profile": profile})
-        cfg = cfg.model_copy(update={"quantization": quant})
+        cfg = with_overrides(cfg, "--profile", quantization={"profile": profile})
     err = Console(stderr=True)
     try:
         if as_json:
