@@ -5,6 +5,7 @@ A new subcommand added without a test makes `test_every_command_is_tested` fail 
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def _leaf_commands(group: click.Group, prefix: list[str]) -> list[list[str]]:
 COMMANDS = _leaf_commands(cli, [])
 
 
+@functools.cache
 def _test_sources() -> str:
+    """All test code but this file's, read once for every parametrized case."""
     me = Path(__file__).resolve()
     files = [p for d in ("tests", "hil") for p in (ROOT / d).rglob("*.py") if p.resolve() != me]
     return "\n".join(p.read_text(encoding="utf-8") for p in files)
