@@ -218,6 +218,60 @@ def test_client_raises_permanent_device_errors() -> None:
         c.stats()
 
 
+class ProbePort(ScriptedPort):
+    """ScriptedPort that also answers frames failing their CRC, through `on_bad(k)` (k-th)."""
+
+    def __init__(self, on_bad: Callable[[int], bytes]) -> None:
+        super().__init__(lambda f, n: P.encode_frame(f.cmd | 0x80, f.seq, f.payload))
+        self.on_bad = on_bad
+        self.bad_seen = 0
+
+    def write(self, data: bytes) -> int:
+        before = self.reader.bad_frames
+        super().write(data)
+        for _ in range(self.reader.bad_frames - before):
+            self.bad_seen += 1
+            self.rx += self.on_bad(self.bad_seen)
+        return len(data)
+
+
+def _bad_crc_reply() -> bytes:
+    return P.encode_frame(0xFF, P.SEQ_UNKNOWN, P.encode_error(P.Status.BAD_CRC, 0))
+
+
+def _probe(port: ProbePort) -> tuple[Any, DeviceClient]:
+    from tinyship.hil.harness import error_handling_check
+
+    c = DeviceClient(Transport("scripted", serial_factory=lambda *a, **k: port),
+                     reply_timeout_s=0.1)
+    c.connect(banner_timeout_s=1.0)
+    return error_handling_check(c), c
+
+
+def test_error_probe_resends_when_the_error_reply_is_lost_on_the_link() -> None:
+    def on_bad(k: int) -> bytes:
+        reply = bytearray(_bad_crc_reply())
+        if k == 1:  # the first answer arrives damaged, as on a noisy link
+            reply[-3] ^= 0x10
+        return bytes(reply)
+
+    port = ProbePort(on_bad)
+    check, client = _probe(port)
+    assert check.passed, check.detail
+    assert "send 2 of 3" in check.detail and port.bad_seen == 2
+    assert client.counters.retries == 1
+
+
+def test_error_probe_fails_a_device_that_never_answers_bad_frames() -> None:
+    from tinyship.hil.harness import ERROR_PROBE_ATTEMPTS
+
+    port = ProbePort(lambda k: b"")  # answers PING, ignores damaged frames
+    check, _ = _probe(port)
+    assert not check.passed
+    assert port.bad_seen == ERROR_PROBE_ATTEMPTS
+    assert f"nothing (send {ERROR_PROBE_ATTEMPTS} of {ERROR_PROBE_ATTEMPTS})" in check.detail
+
+
 # --- harness against the virtual board -----------------------------------------------------
 
 
