@@ -11,13 +11,15 @@ SCons.
 * the env's ``custom_tinyship_profile`` must accept the model's profile
   (``tflm-arduino-2023`` envs accept only ``tflm-arduino-2023`` models,
   ``tflm-current`` envs accept both);
-* the three generated model files are copied into ``<build>/tinyship_generated/``
+* the three generated model files are checked against the manifest's SHA-256
+  (its ``artifacts`` map), copied into ``<build>/tinyship_generated/``
   and ``tinyship_version.h`` is written next to them.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -71,6 +73,8 @@ class ModelVersion(NamedTuple):
     sha256: str
     crc32: int
     arena_bytes: int
+    #: relative path -> SHA-256 from the manifest; None for a hand-written manifest without one
+    artifacts: Mapping[str, str] | None = None
 
 
 class BuildSelection(NamedTuple):
@@ -178,7 +182,24 @@ def load_model(registry: Path, version: str) -> ModelVersion:
         raise SelectModelError(f"{path}: model.arena_bytes must be a positive integer")
     if not isinstance(profile, str):
         raise SelectModelError(f"{path}: profile must be a string")
-    return ModelVersion(version, directory, profile, sha256, crc32, arena)
+    artifacts = manifest.get("artifacts")
+    if artifacts is not None and not isinstance(artifacts, dict):
+        raise SelectModelError(f"{path}: artifacts must map file names to SHA-256 digests")
+    return ModelVersion(version, directory, profile, sha256, crc32, arena, artifacts)
+
+
+def check_sha256(model: ModelVersion, path: Path, data: bytes) -> None:
+    """Refuse a file whose bytes differ from the manifest's SHA-256, so a damaged registry
+    version never reaches a board (this script cannot import tinyship to do it)."""
+    if model.artifacts is None:
+        return
+    rel = path.relative_to(model.directory).as_posix()
+    expected, got = model.artifacts.get(rel), hashlib.sha256(data).hexdigest()
+    if expected != got:
+        raise SelectModelError(
+            f"{model.version}/{rel} is damaged: SHA-256 mismatch (expected {expected}, got"
+            f" {got}); restore it from a backup or retrain"
+        )
 
 
 def check_profile(env_name: str, env_profile: str, model: ModelVersion) -> None:
@@ -359,7 +380,9 @@ def prepare_build(
     copied = []
     for src in sources:
         dst = out_dir / src.name
-        _write_if_changed(dst, src.read_bytes())
+        data = src.read_bytes()
+        check_sha256(model, src, data)
+        _write_if_changed(dst, data)
         copied.append(dst)
     header = out_dir / VERSION_HEADER
     text = render_version_header(

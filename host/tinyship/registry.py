@@ -38,10 +38,19 @@ ALIASES = "aliases.json"
 PRODUCTION = "production"
 LAST_KNOWN_GOOD = "last_known_good"
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: What to do about a damaged version, on every error that finds one.
+DAMAGED_HINT = (
+    "restore it from a backup or retrain; `tinyship registry verify` checks every version"
+)
 
 
 def format_version(n: int) -> str:
     return f"v{n:04d}"
+
+
+def _reason(e: Exception) -> str:
+    """An OS error's reason without the path the message already names."""
+    return str(e.strerror) if isinstance(e, OSError) and e.strerror else str(e)
 
 
 def sha256_file(path: Path) -> str:
@@ -90,7 +99,11 @@ class Registry:
         if not self.root.is_dir():
             return []
         found = []
-        for p in self.root.iterdir():
+        try:
+            entries = list(self.root.iterdir())
+        except OSError as e:
+            raise RegistryError(f"cannot read registry folder {self.root}: {_reason(e)}") from None
+        for p in entries:
             m = VERSION_RE.match(p.name)
             if m and (p / MANIFEST).is_file():
                 found.append((int(m.group(1)), p.name))
@@ -106,8 +119,8 @@ class Registry:
             return {}
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise RegistryError(f"{p}: corrupt aliases file: {e}") from None
+        except (OSError, ValueError) as e:  # ValueError: bad JSON or not UTF-8
+            raise RegistryError(f"{p}: corrupt aliases file: {_reason(e)}") from None
         if not isinstance(data, dict):
             raise RegistryError(f"{p}: expected a JSON object of alias -> version")
         return {str(k): str(v) for k, v in data.items()}
@@ -138,24 +151,102 @@ class Registry:
         return self.root / self.resolve(ref)
 
     def manifest(self, ref: str | None = None) -> dict[str, Any]:
+        """A version's manifest; RegistryError (naming the file) if it is not a readable
+        JSON object, so one damaged version never surfaces as a traceback."""
         p = self.path(ref) / MANIFEST
         try:
-            data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise RegistryError(f"{p}: corrupt manifest: {e}") from None
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:  # ValueError: bad JSON or not UTF-8
+            raise RegistryError(f"{p}: corrupt manifest: {_reason(e)}", hint=DAMAGED_HINT) from None
+        if not isinstance(data, dict):
+            raise RegistryError(f"{p}: corrupt manifest: expected a JSON object, got "
+                                f"{type(data).__name__}", hint=DAMAGED_HINT)
+        return data
+
+    def artifacts(self, ref: str | None = None) -> dict[str, str]:
+        """The manifest's artifact -> SHA-256 map; RegistryError if absent or malformed,
+        since without it nothing in the version can be trusted."""
+        version = self.resolve(ref)
+        raw = self.manifest(version).get("artifacts")
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+        ):
+            raise RegistryError(
+                f"{self.root / version / MANIFEST}: corrupt manifest: 'artifacts' must map "
+                "file names to SHA-256 digests", hint=DAMAGED_HINT,
+            )
+        return dict(raw)
+
+    def read_artifact(self, ref: str | None, relpath: str) -> bytes:
+        """An artifact's bytes, refused unless they match the manifest's SHA-256: a truncated
+        or edited model must stop here with its name, not crash a parser further on."""
+        version = self.resolve(ref)
+        label = f"{version}/{relpath}"
+        expected = self.artifacts(version).get(relpath)
+        if expected is None:
+            raise RegistryError(f"{label} is not listed in {version}/{MANIFEST}, so it cannot "
+                                "be verified", hint=DAMAGED_HINT)
+        try:
+            data = (self.root / version / relpath).read_bytes()
+        except FileNotFoundError:
+            raise RegistryError(f"{label} is missing", hint=DAMAGED_HINT) from None
+        except OSError as e:
+            raise RegistryError(f"{label} is unreadable: {_reason(e)}", hint=DAMAGED_HINT) from None
+        got = hashlib.sha256(data).hexdigest()
+        if got != expected:
+            raise RegistryError(f"{label} is damaged: SHA-256 mismatch (expected {expected}, "
+                                f"got {got})", hint=DAMAGED_HINT)
         return data
 
     def verify(self, ref: str | None = None) -> list[str]:
-        """Artifacts whose SHA-256 no longer matches the manifest (empty: intact)."""
-        vdir = self.path(ref)
+        """Everything wrong with a version (empty: intact): an unusable manifest, or artifacts
+        missing or no longer matching its SHA-256. Only an unknown `ref` raises."""
+        version = self.resolve(ref)
+        vdir = self.root / version
+        try:
+            declared = self.manifest(version).get("version")
+            artifacts = self.artifacts(version)
+        except RegistryError as e:  # reported like any other problem, relative to the version
+            return [str(e).removeprefix(f"{vdir}{os.sep}")]
         problems = []
-        for rel, digest in self.manifest(ref).get("artifacts", {}).items():
+        if declared != version:
+            problems.append(f"{MANIFEST}: says version {declared!r}")
+        for rel, digest in artifacts.items():
             f = vdir / rel
             if not f.is_file():
                 problems.append(f"{rel}: missing")
-            elif sha256_file(f) != digest:
-                problems.append(f"{rel}: SHA-256 mismatch")
+                continue
+            try:
+                if sha256_file(f) != digest:
+                    problems.append(f"{rel}: SHA-256 mismatch")
+            except OSError as e:
+                problems.append(f"{rel}: unreadable ({_reason(e)})")
         return problems
+
+    def verify_all(self) -> dict[str, list[str]]:
+        """`verify` for every version, oldest first, so damage to an old version (a rollback
+        target) is found too, not only in the newest."""
+        return {v: self.verify(v) for v in self.versions()}
+
+    def check_writable(self) -> None:
+        """Fail before minutes of training, not after, when no version could be stored:
+        creates the folder if missing and test-writes a file and the lock file."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=self.root)
+            os.close(fd)
+            os.unlink(tmp)
+            with (self.root / ".lock").open("a"):
+                pass
+        except OSError as e:
+            raise self._unwritable(e) from None
+
+    def _unwritable(self, e: OSError) -> RegistryError:
+        return RegistryError(
+            f"registry folder {self.root} is not writable: {_reason(e)}",
+            hint="fix its permissions, or choose another folder (`--registry` or "
+            "`project.registry` in tinyship.toml)",
+        )
 
     # --- writing ---------------------------------------------------------------------
     @contextlib.contextmanager
@@ -163,15 +254,26 @@ class Registry:
         """Build the next version in a temp folder, holding the registry lock so its number
         (embedded in the C files) is ours. On clean exit the artifacts are hashed, the
         manifest written last, and the folder renamed into place; on error nothing remains."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._unwritable(e) from None
         with self._lock():
             last = self.latest()
             n = int(VERSION_RE.match(last).group(1)) + 1 if last else 1  # type: ignore[union-attr]
-            tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+            try:
+                tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+            except OSError as e:
+                raise self._unwritable(e) from None
             staged = StagedVersion(dir=tmp, parent=last, version=format_version(n))
             try:
                 yield staged
-                self._commit(staged)
+                try:
+                    self._commit(staged)
+                except OSError as e:  # only the registry's own writes, not the caller's
+                    raise RegistryError(
+                        f"cannot store {staged.version} in registry {self.root}: {_reason(e)}"
+                    ) from None
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -180,13 +282,20 @@ class Registry:
     def _lock(self) -> Iterator[None]:
         """Exclusive lock on the registry folder (advisory; POSIX flock where available)."""
         lock_path = self.root / ".lock"
-        with lock_path.open("a") as f:
+        try:
+            f = lock_path.open("a")
+        except OSError as e:
+            raise self._unwritable(e) from None
+        with f:
             try:
                 import fcntl
             except ImportError:  # pragma: no cover - Windows: single writer assumed
                 yield
                 return
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            except OSError as e:
+                raise RegistryError(f"cannot lock {lock_path}: {_reason(e)}") from None
             try:
                 yield
             finally:
@@ -224,7 +333,11 @@ class Registry:
         return aliases
 
     def _write_aliases(self, aliases: dict[str, str]) -> None:
-        atomic_write_text(self.root / ALIASES, json.dumps(aliases, indent=2, sort_keys=True) + "\n")
+        try:
+            atomic_write_text(self.root / ALIASES,
+                              json.dumps(aliases, indent=2, sort_keys=True) + "\n")
+        except OSError as e:
+            raise self._unwritable(e) from None
 
     def promote(self, ref: str) -> dict[str, str]:
         """Make a version `production`; the previous production becomes `last_known_good`."""

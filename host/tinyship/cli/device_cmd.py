@@ -40,7 +40,7 @@ def device() -> None:
 def info_cmd(url: str, baud: int, expect: str | None, config_path: Path | None,
              registry_dir: Path | None, as_json: bool) -> None:
     """Print what the board reports: firmware and model version, SHA-256, self-test, uptime."""
-    from tinyship.errors import ValidationFailed
+    from tinyship.errors import RegistryError, ValidationFailed
 
     with _open(url, baud) as client:
         info = client.hello().to_dict()
@@ -49,7 +49,10 @@ def info_cmd(url: str, baud: int, expect: str | None, config_path: Path | None,
     if expect is not None:
         reg, _ = project_context(config_path, registry_dir)
         version = reg.resolve(expect)
-        sha = reg.manifest(version)["model"]["sha256"]
+        try:
+            sha = str(reg.manifest(version)["model"]["sha256"])
+        except (KeyError, TypeError):
+            raise RegistryError(f"{version}/manifest.json lacks model.sha256") from None
         expected = {"version": version, "sha256": sha}
         if info.get("model_version") != version:
             problems.append(f"board runs model {info.get('model_version')}, expected {version}")

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from tinyship.cli._common import echo_json, json_option, project_context, registry_options
+from tinyship.cli._common import (
+    echo_json,
+    error_json,
+    json_option,
+    project_context,
+    registry_options,
+)
+from tinyship.registry import MANIFEST
 
 
 @click.group()
@@ -14,35 +22,57 @@ def registry() -> None:
     """Inspect and manage the model registry."""
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A manifest section as a dict, or empty: a hand-edited manifest must not crash `list`."""
+    return value if isinstance(value, dict) else {}
+
+
 @registry.command("list")
 @registry_options
 @json_option
 def list_cmd(config_path: Path | None, registry_dir: Path | None, as_json: bool) -> None:
-    """List versions, newest last, with their main metric and aliases."""
+    """List versions, newest last, with their main metric and aliases; a version with an
+    unreadable manifest is listed as broken (and named on stderr)."""
+    from tinyship.errors import RegistryError
+
     reg, _ = project_context(config_path, registry_dir)
     aliases = reg.aliases()
     by_version: dict[str, list[str]] = {}
     for a, v in aliases.items():
         by_version.setdefault(v, []).append(a)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    broken: list[str] = []
     for v in reg.versions():
-        m = reg.manifest(v)
-        i8 = m.get("metrics", {}).get("int8", {})
+        try:
+            m = reg.manifest(v)
+            reason = None
+        except RegistryError as e:
+            m = {}
+            reason = str(e).removeprefix(f"{reg.root / v / MANIFEST}: ")
+            broken.append(f"{v} ({reason})")
+        i8 = _mapping(_mapping(m.get("metrics")).get("int8"))
+        model = _mapping(m.get("model"))
         rows.append({
             "version": v,
             "created": m.get("created"),
             "parent": m.get("parent"),
             "task": m.get("task"),
             "profile": m.get("profile"),
-            "model_bytes": m.get("model", {}).get("bytes"),
-            "arena_bytes": m.get("model", {}).get("arena_bytes"),
-            "metrics": {k: i8[k] for k in ("mae", "r2", "accuracy", "macro_f1") if k in i8},
+            "model_bytes": model.get("bytes"),
+            "arena_bytes": model.get("arena_bytes"),
+            "metrics": {k: i8[k] for k in ("mae", "r2", "accuracy", "macro_f1")
+                        if isinstance(i8.get(k), int | float)},
             "aliases": sorted(by_version.get(v, [])),
+            "broken": reason,
         })
+    if broken:
+        click.echo(f"warning: {len(broken)} broken version(s) in registry {reg.root}: "
+                   + "; ".join(broken), err=True)
     if as_json:
         echo_json({"registry": str(reg.root), "versions": rows, "aliases": aliases})
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     if not rows:
@@ -52,6 +82,10 @@ def list_cmd(config_path: Path | None, registry_dir: Path | None, as_json: bool)
     for col in ("version", "created", "profile", "bytes", "arena", "metrics", "aliases"):
         t.add_column(col, no_wrap=col in ("version", "created", "profile"))
     for r in rows:
+        if r["broken"]:
+            t.add_row(f"[red]{r['version']}[/]", "", "", "", "",
+                      f"[red]BROKEN: {escape(r['broken'])}[/]", ", ".join(r["aliases"]))
+            continue
         created = str(r["created"] or "")[:16].replace("T", " ")
         t.add_row(r["version"], created, str(r["profile"]), str(r["model_bytes"]),
                   str(r["arena_bytes"]),
@@ -78,7 +112,11 @@ def show_cmd(version: str | None, config_path: Path | None, registry_dir: Path |
     from rich.markdown import Markdown
 
     card = reg.path(v) / "MODEL_CARD.md"
-    Console().print(Markdown(card.read_text(encoding="utf-8")) if card.is_file() else m)
+    try:
+        text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else None
+    except OSError:
+        text = None  # the manifest says the same, less prettily
+    Console().print(Markdown(text) if text is not None else m)
 
 
 @registry.command("verify")
@@ -87,17 +125,36 @@ def show_cmd(version: str | None, config_path: Path | None, registry_dir: Path |
 @json_option
 def verify_cmd(version: str | None, config_path: Path | None, registry_dir: Path | None,
                as_json: bool) -> None:
-    """Check every artifact of a version against the SHA-256 in its manifest."""
+    """Check artifacts against the SHA-256 in their manifest: every version (one line each),
+    or only VERSION. Exit 6 if any is damaged."""
     from tinyship.errors import RegistryError
+
     reg, _ = project_context(config_path, registry_dir)
-    v = reg.resolve(version)
-    problems = reg.verify(v)
-    if as_json:
-        echo_json({"version": v, "ok": not problems, "problems": problems})
-    elif not problems:
-        click.echo(f"{v}: all artifacts match their manifest hashes")
-    if problems:
-        raise RegistryError(f"{v} is damaged: " + "; ".join(problems))
+    if version is None:
+        results = reg.verify_all()
+        if not results:
+            reg.resolve("latest")  # raises: the registry has no versions
+    else:
+        v = reg.resolve(version)
+        results = {v: reg.verify(v)}
+    rows = [{"version": v, "ok": not p, "problems": p} for v, p in results.items()]
+    damaged = [v for v, p in results.items() if p]
+    if not as_json:
+        for v, p in results.items():
+            click.echo(f"{v}: " + ("DAMAGED: " + "; ".join(p) if p
+                                   else "all artifacts match their manifest hashes"))
+    if not damaged:
+        if as_json:
+            echo_json({"ok": True, "versions": rows})
+        return
+    err = RegistryError(
+        f"{len(damaged)} of {len(rows)} version(s) damaged in registry {reg.root}: "
+        + ", ".join(damaged),
+        hint="restore them from a backup or retrain",
+    )
+    if as_json:  # the report, with the error as `--json` errors carry it: one document
+        echo_json({**error_json(err), "versions": rows})
+    raise err
 
 
 @registry.command("promote")

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tinyship.errors import BuildError
+from tinyship.errors import BuildError, RegistryError
 from tinyship.profiles import PROFILES, compatible
-from tinyship.registry import Registry, sha256_file
+from tinyship.registry import DAMAGED_HINT, Registry, sha256_file
 
 PROFILE_OPTION = "custom_tinyship_profile"
 OUTPUT_NAMES = ("firmware.bin", "firmware.hex", "firmware.uf2", "firmware.elf")
@@ -119,8 +119,9 @@ def build(
     runtime_profile = env_profile(project_dir / "platformio.ini", env)
     check_compatible(env, runtime_profile, version, str(manifest.get("profile")))
     problems = registry.verify(version)
-    if problems:
-        raise BuildError(f"registry version {version} is damaged: {'; '.join(problems)}")
+    if problems:  # a registry problem (exit 6), found before PlatformIO copies the files
+        raise RegistryError(f"registry version {version} is damaged: {'; '.join(problems)}",
+                            hint=DAMAGED_HINT)
 
     cmd = [*(pio or find_pio()), "run", "-e", env, "-d", str(project_dir)]
     if upload:
