@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tinyship.config import Config
+from tinyship.convert.runtimes import to_target_units
 from tinyship.device.client import DeviceClient
 from tinyship.hil import mlperf
 
@@ -68,9 +69,13 @@ def test_bench_binary_vs_mlperf_at_115200(benchmark: Any,
         client.read_frames(0.05)  # idle: the core is back in text state
         ml = benchmark.pedantic(mlperf.run, args=(client.transport, x), rounds=1, iterations=1)
     assert np.array_equal(binary.outputs, ref), "binary mode gave wrong outputs"
-    # the device prints (q - zero_point) * scale with 3 decimals: requantize and compare
-    q = np.round(ml.outputs / out["scale"] + out["zero_point"]).clip(-128, 127).astype(np.int8)
+    # the device prints target units, mean + tscale * (q - zero_point) * scale, with 3
+    # decimals: requantize and compare (one LSB is far more than 0.001 in target units)
+    lsb = float(out["scale"]) * float(out.get("target_scale", 1.0))
+    z = (ml.outputs - float(out.get("target_mean", 0.0))) / lsb + float(out["zero_point"])
+    q = np.round(z).clip(-128, 127).astype(np.int8)
     assert ml.outputs.shape == ref.shape and np.array_equal(q, ref), "MLPerf mode outputs wrong"
+    assert np.allclose(ml.outputs, to_target_units(ref, out), rtol=1e-6, atol=1e-3)
     binary_vps = len(x) / binary.elapsed_s
     mlperf_vps = len(x) / ml.elapsed_s
     benchmark.extra_info.update({

@@ -156,6 +156,69 @@ def test_render_rejects_unknown_ops_and_unsafe_versions(
         carray.render(model, odd, ex)
 
 
+def _synthetic(target_mean: float = 0.0, target_scale: float = 1.0) -> dict[str, str]:
+    """Render a fake 4-in/1-out model (no TensorFlow needed) with the given target units."""
+    tin = tflite_info.TensorInfo("in", [1, 4], "int8", 0.5, -1)
+    tout = tflite_info.TensorInfo("out", [1, 1], "int8", 0.015625, -3)
+    info = tflite_info.ModelInfo(["FULLY_CONNECTED"], [tin], [tout], 0, 64, 0)
+    ex = carray.ExportInputs(version="v0007", profile="tflm-current", arena_bytes=1024,
+                             feature_mean=[0.0] * 4, feature_std=[1.0] * 4,
+                             golden_inputs=np.zeros((1, 4), np.int8),
+                             golden_outputs=np.zeros((1, 1), np.int8),
+                             target_mean=target_mean, target_scale=target_scale)
+    return carray.render(bytes(range(64)), info, ex)
+
+
+def test_header_defines_target_units() -> None:
+    header = _synthetic(target_mean=81.25, target_scale=7.5)[carray.DATA_H]
+    assert "#define TINYSHIP_MODEL_TARGET_MEAN 81.25f\n" in header
+    assert "#define TINYSHIP_MODEL_TARGET_SCALE 7.5f\n" in header
+    # classification and callers that do not pass them: the identity
+    plain = _synthetic()[carray.DATA_H]
+    assert "#define TINYSHIP_MODEL_TARGET_MEAN 0.0f\n" in plain
+    assert "#define TINYSHIP_MODEL_TARGET_SCALE 1.0f\n" in plain
+
+
+@pytest.mark.skipif(CXX is None, reason="no host C++ compiler")
+def test_target_unit_macros_compute_the_host_conversion(tmp_path: Path) -> None:
+    """The documented formula on the macros gives what `to_target_units` gives."""
+    from tinyship.convert.runtimes import to_target_units
+
+    mean, tscale = -12.375, 0.3
+    for name, text in _synthetic(target_mean=mean, target_scale=tscale).items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "main.cc").write_text("""
+#include <cstdio>
+#include "tinyship_model_data.h"
+int main() {
+  for (int q = -128; q < 128; q += 51) {
+    const float z = static_cast<float>(q - TINYSHIP_MODEL_OUTPUT_ZERO_POINT) *
+                    TINYSHIP_MODEL_OUTPUT_SCALE;
+    std::printf("%.6f\\n", static_cast<double>(TINYSHIP_MODEL_TARGET_MEAN +
+                                                TINYSHIP_MODEL_TARGET_SCALE * z));
+  }
+  return 0;
+}
+""")
+    exe = tmp_path / "check"
+    assert CXX is not None
+    subprocess.run([CXX, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-I", str(tmp_path),
+                    str(tmp_path / "main.cc"), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout
+    q = np.arange(-128, 128, 51)
+    want = to_target_units(q, {"scale": 0.015625, "zero_point": -3, "target_mean": mean,
+                               "target_scale": tscale})
+    np.testing.assert_allclose([float(v) for v in out.split()], want, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [{"target_scale": 0.0}, {"target_scale": 1e-50},
+                                    {"target_scale": float("nan")},
+                                    {"target_mean": float("inf")}])
+def test_render_rejects_target_units_the_core_would_refuse(target: dict[str, float]) -> None:
+    with pytest.raises(ModelError, match=r"target_scale|non-finite"):
+        _synthetic(**target)
+
+
 def test_inspect_rejects_non_tflite_bytes() -> None:
     with pytest.raises(ModelError, match="TFL3"):
         tflite_info.inspect_model(b"this is not a model at all")

@@ -285,6 +285,8 @@ def test_shared_library_runs_a_core_through_ctypes(core_lib: ctypes.CDLL) -> Non
         0.25,
         0,
         0,
+        0.0,  # target_mean
+        1.0,  # target_scale (0 would be refused)
         1024,
         100,
         0x1234,
@@ -695,8 +697,14 @@ def _run_glue(sm: ModuleType, registry: Path, build: Path, version: str) -> dict
     return dict(
         line.split(" ", 1)
         for line in out.splitlines()
-        if line[:5] in ("BANNE", "BOOTL", "PING ", "INFER", "HELLO")
+        if line[:5] in ("BANNE", "BOOTL", "PING ", "INFER", "HELLO", "TARGE", "RESUL")
     )
+
+
+def _results(values: list[int], zero_point: int, scale: float, mean: float, tscale: float) -> str:
+    """The `m-results-[...]` line the core prints for int8 `values` (target units, 3 dp)."""
+    return "m-results-[" + ",".join(
+        f"{mean + tscale * (v - zero_point) * scale:.3f}" for v in values) + "]"
 
 
 def test_arduino_glue_runs_generated_model_through_runner_and_core(
@@ -713,6 +721,9 @@ def test_arduino_glue_runs_generated_model_through_runner_and_core(
         f"model=v0010 board=esp32s3 crc_ok=1 arena_used={IN_SIZE + OUT_SIZE} "
         "arena_size=2048 selftest=0"
     )
+    # Model files without target-unit macros (generated before them): identity.
+    assert lines["TARGET"] == "mean=0 scale=1"
+    assert lines["RESULTS"] == _results(_stub_model([1, 2, 3, 4]), 2, 0.25, 0.0, 1.0)
 
 
 def test_arduino_glue_refuses_inference_when_model_crc_is_wrong(
@@ -757,6 +768,8 @@ def test_arduino_glue_compiles_and_runs_files_from_the_host_generator(
         feature_std=[1.0] * IN_SIZE,
         golden_inputs=np.array(GOLDEN_IN, dtype=np.int8),
         golden_outputs=np.array([_stub_model(row) for row in GOLDEN_IN], dtype=np.int8),
+        target_mean=60.0,
+        target_scale=8.0,
     )
     reg = tmp_path / "models"
     vdir = reg / "v0005"
@@ -779,6 +792,9 @@ def test_arduino_glue_compiles_and_runs_files_from_the_host_generator(
         "tinyship ready proto=1 fw=0.1.0 model=v0005 board=esp32s3 selftest=pass"
     )
     assert "crc_ok=1" in lines["HELLO"] and "selftest=0" in lines["HELLO"]
+    # main.cpp passes the header's target units to the core: INFO and MLPerf results%.
+    assert lines["TARGET"] == "mean=60 scale=8"
+    assert lines["RESULTS"] == _results(_stub_model([1, 2, 3, 4]), 2, 0.25, 60.0, 8.0)
 
 
 def test_protocol_md_documents_every_mlperf_and_text_error_line() -> None:

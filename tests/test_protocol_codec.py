@@ -93,7 +93,8 @@ class Core:
 
     LATENCY_US = 412
 
-    def __init__(self, lib: C.CDLL, *, crc_check: int = 1) -> None:
+    def __init__(self, lib: C.CDLL, *, crc_check: int = 1, target_mean: float = 0.0,
+                 target_scale: float = 1.0) -> None:
         self.lib = lib
         self.out = bytearray()
         self.clock = 0
@@ -112,7 +113,8 @@ class Core:
         self._cfg = Config(
             b"0.1.0", b"v0003", SHA.encode(), b"tflm-current", b"nano33ble", b"abc1234", None,
             IN_SIZE, OUT_SIZE, self._in_shape, self._out_shape, 2, 2, 0.5, 0.25, -1, 3,
-            8192, 2048, 0xDEADBEEF, crc_check, 7, 1, self._gin, self._gout, 2, 0)
+            target_mean, target_scale, 8192, 2048, 0xDEADBEEF, crc_check, 7, 1, self._gin,
+            self._gout, 2, 0)
         self._mem = C.create_string_buffer(lib.ts_core_size() + 8)
         self._core = C.c_void_p()
         st = lib.ts_core_init(self._mem, lib.ts_core_size(), C.byref(self._cfg),
@@ -401,6 +403,47 @@ def test_core_banner_and_hello(core: Core) -> None:
     assert info.self_test is not None and info.self_test.passed
     assert info.self_test.vectors == 2 and info.self_test.failed_vector == 0xFFFF
     assert info.input_dtype == info.output_dtype == P.DTYPE_INT8
+    assert (info.target_mean, info.target_scale) == (0.0, 1.0)
+    assert info.unknown == {}  # every tag the core sends is known to the codec
+
+
+# Output record of the Core above, as the manifest's model.output would hold it.
+OUT_RECORD = {"scale": 0.25, "zero_point": 3}
+
+
+@pytest.mark.parametrize(("mean", "tscale"), [(0.0, 1.0), (60.0, 8.0), (-3.25, 0.125),
+                                              (81.5, -2.5)])
+def test_core_target_units_agree_with_host(core_lib: C.CDLL, mean: float, tscale: float) -> None:
+    """INFO carries the target units and MLPerf results% prints what `to_target_units`
+    computes on the host from the same int8 output (3 decimals, float32 on the device)."""
+    from tinyship.convert.runtimes import to_target_units
+
+    c = Core(core_lib, target_mean=mean, target_scale=tscale)
+    info = P.parse_info(c.request(P.Command.HELLO, 1).payload)
+    assert (info.target_mean, info.target_scale) == (mean, tscale)  # exact in float32
+    assert info.to_dict()["target_mean"] == mean and not info.unknown
+    record = {**OUT_RECORD, "target_mean": mean, "target_scale": tscale}
+    for x in ([1, 2, 3, 4], [-128, -128, -128, 127], [127, 127, 127, -128], [0, 0, 0, 0]):
+        vec = np.array(x, dtype=np.int8)
+        text = c.feed(f"db load {IN_SIZE}%db {vec.tobytes().hex()}%infer 1 0%".encode())
+        m = re.search(rb"m-results-\[([^\]]*)\]", text)
+        assert m, text
+        device = [float(v) for v in m.group(1).split(b",")]
+        host = to_target_units(toy_model(vec), record).reshape(-1)
+        np.testing.assert_allclose(device, host, atol=1e-3, rtol=1e-6)
+    # a zero target scale (a config that never set it) is refused at init
+    with pytest.raises(AssertionError, match="TS_ERR_INVALID_ARGUMENT"):
+        Core(core_lib, target_mean=mean, target_scale=0.0)
+
+
+def test_info_without_target_tags_is_older_firmware() -> None:
+    info = P.parse_info(P.encode_info([(0x01, b"\x01"), (0x11, struct.pack("<f", 0.25))]))
+    assert info.target_mean is None and info.target_scale is None
+    info = P.parse_info(P.encode_info([(0x1C, struct.pack("<f", 60.0)),
+                                       (0x1D, struct.pack("<f", 8.0))]))
+    assert (info.target_mean, info.target_scale) == (60.0, 8.0)
+    with pytest.raises(ProtocolError, match="TARGET_SCALE"):
+        P.parse_info(P.encode_info([(0x1D, b"\x00\x00")]))
 
 
 def test_core_ping_infer_stats(core: Core) -> None:

@@ -262,6 +262,48 @@ def test_state_written_atomically(board_factory: Callable[..., VirtualBoard],
     json.loads(state.read_text())
 
 
+def with_target_units(root: Path, version: str, mean: float, tscale: float) -> dict[str, Any]:
+    """Give a registry copy's output record target units (as a model predicting the
+    standardized target has); returns that record."""
+    path = root / version / "manifest.json"
+    manifest = json.loads(path.read_text())
+    out: dict[str, Any] = manifest["model"]["output"]
+    out.update(target_mean=mean, target_scale=tscale)
+    path.write_text(json.dumps(manifest))
+    return out
+
+
+def test_target_units_reach_info_and_mlperf_results(
+        registry_copy: Callable[[], tuple[Path, str]], trained_registry: tuple[Config, str],
+        tmp_path: Path) -> None:
+    from tinyship.convert.runtimes import to_target_units
+
+    root, version = registry_copy()
+    out = with_target_units(root, version, 60.0, 8.0)
+    x, ref, _ = load_test_set(*trained_registry)
+    with VirtualBoard(root, version, boot_delay_s=0.05, state_dir=tmp_path / "st") as board:
+        link = Link(board.url)
+        try:
+            link.wait_banner()
+            t = tlvs(link.request(HELLO, 1)[2])
+            assert struct.unpack("<ff", t[0x1C] + t[0x1D]) == (60.0, 8.0)
+            link.port.write(f"db load {x.shape[1]}%db {x[0].astype(np.int8).tobytes().hex()}%"
+                            "infer 1 0%".encode())
+            deadline = time.monotonic() + TIMEOUT
+            while not re.search(rb"m-results-\[[^\]]*\]\r\nm-ready", link.text):
+                assert time.monotonic() < deadline, link.text
+                link._pump()
+        finally:
+            link.close()
+    m = re.search(rb"m-results-\[([^\]]*)\]", link.text)
+    assert m is not None
+    printed = np.array([float(v) for v in m.group(1).split(b",")])
+    want = to_target_units(ref[0], out)
+    np.testing.assert_allclose(printed, want, rtol=1e-6, atol=1e-3)
+    plain = (ref[0].astype(np.float64) - out["zero_point"]) * out["scale"]
+    assert np.all(np.abs(printed - plain) > 1.0)  # not the bare dequantized output
+
+
 # --- faults --------------------------------------------------------------------------------
 def test_faults_spec_parses_and_round_trips() -> None:
     f = parse_faults("corrupt_rx=0.01,drop_tx=0.005,garbage=0.05,reset_after=20,"

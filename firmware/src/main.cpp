@@ -23,6 +23,14 @@
 #define TINYSHIP_SERIAL_BAUD 115200
 #endif
 
+// Model files generated before target units existed predict the target itself: identity.
+#ifndef TINYSHIP_MODEL_TARGET_MEAN
+#define TINYSHIP_MODEL_TARGET_MEAN 0.0f
+#endif
+#ifndef TINYSHIP_MODEL_TARGET_SCALE
+#define TINYSHIP_MODEL_TARGET_SCALE 1.0f
+#endif
+
 namespace {
 
 // ------------------------------------------------ build-time consistency --
@@ -143,6 +151,8 @@ void setup() {
   cfg.output_scale = TINYSHIP_MODEL_OUTPUT_SCALE;
   cfg.input_zero_point = TINYSHIP_MODEL_INPUT_ZERO_POINT;
   cfg.output_zero_point = TINYSHIP_MODEL_OUTPUT_ZERO_POINT;
+  cfg.target_mean = TINYSHIP_MODEL_TARGET_MEAN;
+  cfg.target_scale = TINYSHIP_MODEL_TARGET_SCALE;
   cfg.arena_size = static_cast<uint32_t>(g_runner.arena_size());
   cfg.arena_used = static_cast<uint32_t>(g_runner.arena_used_bytes());
   cfg.model_crc32 = TINYSHIP_MODEL_CRC32;

@@ -7,7 +7,10 @@
 //   PING <ok|fail>
 //   INFER cmd=<hex> out=<int8,...>
 //   HELLO model=<v> board=<b> crc_ok=<n> arena_used=<n> arena_size=<n> selftest=<n>
+//   TARGET mean=<f> scale=<f>            (INFO target-unit TLVs, %g)
+//   RESULTS <m-results-[...] line>        (MLPerf infer on inputs 1..N)
 #include <stdio.h>
+#include <string.h>
 
 #include <string>
 #include <vector>
@@ -49,6 +52,25 @@ bool reply(uint8_t *cmd, std::vector<uint8_t> *payload) {
                                          cmd, &seq, payload->data(), payload->size(), &n);
   payload->resize(n);
   return st == TS_OK;
+}
+
+// Feed a text command and run loop() until it is consumed; returns what the board wrote.
+std::string text(const std::string &cmd) {
+  Serial.tx.clear();
+  for (char ch : cmd) Serial.rx.push_back(static_cast<uint8_t>(ch));
+  for (int i = 0; i < 200 && !Serial.rx.empty(); i++) {
+    g_stub_micros += 10;
+    loop();
+  }
+  return Serial.tx;
+}
+
+float f32(const uint8_t *p) {
+  const uint32_t bits = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+                        (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+  float f;
+  memcpy(&f, &bits, sizeof(f));
+  return f;
 }
 
 uint32_t le32(const uint8_t *p) {
@@ -94,6 +116,7 @@ int main() {
     std::string model, board;
     unsigned crc_ok = 99, selftest = 99;
     uint32_t used = 0, size = 0;
+    float tmean = -1.0f, tscale = -1.0f;
     for (size_t i = 0; i + 2 <= pl.size() && i + 2 + pl[i + 1] <= pl.size(); i += 2u + pl[i + 1]) {
       const uint8_t *v = pl.data() + i + 2;
       const std::string s(reinterpret_cast<const char *>(v), pl[i + 1]);
@@ -104,13 +127,28 @@ int main() {
         case TS_TLV_ARENA_USED: used = le32(v); break;
         case TS_TLV_ARENA_SIZE: size = le32(v); break;
         case TS_TLV_SELF_TEST: selftest = v[0]; break;
+        case TS_TLV_TARGET_MEAN: tmean = f32(v); break;
+        case TS_TLV_TARGET_SCALE: tscale = f32(v); break;
         default: break;
       }
     }
     printf("HELLO model=%s board=%s crc_ok=%u arena_used=%u arena_size=%u selftest=%u\n", model.c_str(),
            board.c_str(), crc_ok, used, size, selftest);
+    printf("TARGET mean=%g scale=%g\n", static_cast<double>(tmean), static_cast<double>(tscale));
   } else {
     printf("HELLO none\n");
   }
+
+  // MLPerf path: the same input as INFER above, results% in target units.
+  std::string load = "db load " + std::to_string(TINYSHIP_MODEL_INPUT_SIZE) + "%db ";
+  for (size_t i = 0; i < TINYSHIP_MODEL_INPUT_SIZE; i++) {
+    char hex[3];
+    snprintf(hex, sizeof(hex), "%02x", static_cast<unsigned>((i + 1) & 0xFFu));
+    load += hex;
+  }
+  (void)text(load + "%");
+  const std::string res = text("infer 1 0%");
+  const size_t at = res.find("m-results-[");
+  printf("RESULTS %s\n", at == std::string::npos ? "none" : res.substr(at, res.find("\r", at) - at).c_str());
   return 0;
 }

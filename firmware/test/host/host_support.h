@@ -154,6 +154,8 @@ static int8_t g_golden_out[3 * kOut];
   c.output_scale = 0.25f;
   c.input_zero_point = -128;
   c.output_zero_point = 10;
+  c.target_mean = 0.0f;  // identity: results% prints (q - zero_point) * scale
+  c.target_scale = 1.0f;
   c.arena_size = 4096;
   c.arena_used = 1234;
   c.model_crc32 = 0xDEADBEEFu;

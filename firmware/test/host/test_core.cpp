@@ -1,4 +1,6 @@
 // Unit tests of the portable core, built and run on the host (make test).
+#include <cmath>
+
 #include "host_support.h"
 
 namespace {
@@ -226,6 +228,12 @@ void test_init_banner_and_preconditions() {
       {[](ts_config_t &c2, ts_platform_t &) { c2.golden_outputs = nullptr; }},
       {[](ts_config_t &c2, ts_platform_t &) { c2.model_crc_check = 3; }},
       {[](ts_config_t &c2, ts_platform_t &) { c2.reset_reason = 9; }},
+      // target units: a config that never set them (zero scale) or non-finite values
+      {[](ts_config_t &c2, ts_platform_t &) { c2.target_scale = 0.0f; }},
+      {[](ts_config_t &c2, ts_platform_t &) { c2.target_scale = NAN; }},
+      {[](ts_config_t &c2, ts_platform_t &) { c2.target_scale = -INFINITY; }},
+      {[](ts_config_t &c2, ts_platform_t &) { c2.target_mean = INFINITY; }},
+      {[](ts_config_t &c2, ts_platform_t &) { c2.target_mean = NAN; }},
   };
   for (const Bad &b : bads) {
     ts_config_t c2 = default_config();
@@ -342,6 +350,13 @@ void test_hello() {
   CHECK(s(t.v[TS_TLV_BUILD_TIME]) == "2026-01-02T03:04:05Z");
   CHECK_EQ(le32(t.v[TS_TLV_INPUT_SIZE].data()), 4);
   CHECK_EQ(le32(t.v[TS_TLV_OUTPUT_SIZE].data()), 2);
+  CHECK_EQ(t.v[TS_TLV_TARGET_MEAN].size(), 4u);
+  bits = le32(t.v[TS_TLV_TARGET_MEAN].data());
+  memcpy(&f, &bits, 4);
+  CHECK(f == 0.0f);
+  bits = le32(t.v[TS_TLV_TARGET_SCALE].data());
+  memcpy(&f, &bits, 4);
+  CHECK(f == 1.0f);
 
   // Arena used is updated after the runner allocated; unknown tags absent.
   CHECK_EQ(ts_core_set_arena_used(r.core, 2000), TS_OK);
@@ -644,6 +659,7 @@ void test_text_mode() {
   CHECK_CONTAINS(info, "arena used=1234 size=4096\r\n");
   CHECK_CONTAINS(info, "input size=4 shape=[1,4] dtype=int8 scale=0.500000 zero_point=-128\r\n");
   CHECK_CONTAINS(info, "output size=2 shape=[1,2] dtype=int8 scale=0.250000 zero_point=10\r\n");
+  CHECK_CONTAINS(info, "target mean=0.000000 scale=1.000000\r\n");
   CHECK_CONTAINS(info, "boot_count=unknown reset=unknown\r\n");
   CHECK_CONTAINS(info, "git=abc1234 built=2026-01-02T03:04:05Z\r\n");
   CHECK_CONTAINS(info, "selftest=pass vectors=3 max_diff_lsb=0\r\n");
@@ -728,6 +744,38 @@ void test_mlperf() {
   std::string longcmd(TS_MAX_LINE + 1, 'd');
   longcmd += "%";
   CHECK(r.text(longcmd.c_str()).text == "e-[Command too long]\r\nm-ready\r\n");
+}
+
+// A regression model predicting the standardized target: results% in target units,
+// target_mean + target_scale * (q - zero_point) * scale; INFO and info report both.
+void test_target_units() {
+  Rig r(false, [](ts_config_t &c, Fake &) {
+    c.target_mean = 60.0f;
+    c.target_scale = 8.0f;
+  });
+  CHECK_EQ(r.init_status, TS_OK);
+  // out[0] = 1 + 2 + 3 + 4 = 10 -> (10 - 10) * 0.25 = 0 -> 60; out[1] = 1 -> -2.25 -> 42
+  CHECK_CONTAINS(r.text("db load 4%db 01020304%").text, "m-load-done\r\nm-ready\r\n");
+  CHECK_CONTAINS(r.text("infer 1 0%").text, "m-infer-done\r\nm-results-[60.000,42.000]\r\n");
+  CHECK(r.text("results%").text == "m-results-[60.000,42.000]\r\nm-ready\r\n");
+  // 0x80 x 4: out = -128, -128 -> (-138) * 0.25 = -34.5 -> 60 - 276 = -216
+  CHECK_CONTAINS(r.text("db load 4%db 80808080%infer 1 0%").text, "m-results-[-216.000,-216.000]");
+  CHECK_CONTAINS(r.text("info\n").text, "target mean=60.000000 scale=8.000000\r\n");
+  const Tlvs t = parse_tlv(r.request(TS_CMD_HELLO, 1, {}).frames[0].payload);
+  float f;
+  uint32_t bits = le32(t.v[TS_TLV_TARGET_MEAN].data());
+  memcpy(&f, &bits, 4);
+  CHECK(f == 60.0f);
+  bits = le32(t.v[TS_TLV_TARGET_SCALE].data());
+  memcpy(&f, &bits, 4);
+  CHECK(f == 8.0f);
+  // A negative scale is valid (a target predicted with flipped sign).
+  Rig neg(false, [](ts_config_t &c, Fake &) {
+    c.target_mean = 1.5f;
+    c.target_scale = -2.0f;
+  });
+  CHECK_EQ(neg.init_status, TS_OK);
+  CHECK_CONTAINS(neg.text("db load 4%db 01020304%infer 1 0%").text, "m-results-[1.500,6.000]");
 }
 
 // --------------------------------------------------------------- self-test --
@@ -933,6 +981,7 @@ int main() {
   test_frame_timeout();
   test_text_mode();
   test_mlperf();
+  test_target_units();
   test_self_test();
   test_busy_io_storage_and_clock_wrap();
   test_largest_model_sizes();

@@ -72,6 +72,10 @@ _DATA_H = Template(
 #define TINYSHIP_MODEL_INPUT_ZERO_POINT $input_zp
 #define TINYSHIP_MODEL_OUTPUT_SCALE $output_scale
 #define TINYSHIP_MODEL_OUTPUT_ZERO_POINT $output_zp
+/* An int8 output q in the target's units: MEAN + SCALE * (q - OUTPUT_ZERO_POINT) * OUTPUT_SCALE
+   (a regression model predicts the standardized target; identity 0, 1 for classification). */
+#define TINYSHIP_MODEL_TARGET_MEAN $target_mean
+#define TINYSHIP_MODEL_TARGET_SCALE $target_scale
 #define TINYSHIP_MODEL_FEATURE_COUNT $feature_count
 #define TINYSHIP_GOLDEN_COUNT $golden_count
 
@@ -158,6 +162,9 @@ class ExportInputs:
     golden_inputs: np.ndarray  # int8, (n, input_size)
     golden_outputs: np.ndarray  # int8, (n, output_size)
     tool_version: str = "0.0.0"
+    # Model output -> target units (manifest model.output); identity for classification.
+    target_mean: float = 0.0
+    target_scale: float = 1.0
 
 
 def _c_float(v: float) -> str:
@@ -203,6 +210,9 @@ def render(model: bytes, info: ModelInfo, ex: ExportInputs) -> dict[str, str]:
         raise ModelError("golden inputs and outputs must be non-empty and of equal count")
     if len(ex.feature_mean) != len(ex.feature_std) or not ex.feature_mean:
         raise ModelError("feature mean/std must be non-empty and of equal length")
+    if float(np.float32(ex.target_scale)) == 0.0:
+        # the firmware core refuses a zero target scale at boot (ts_core_init)
+        raise ModelError("target_scale must be non-zero")
     common = {
         "tool_version": ex.tool_version,
         "version": ex.version,
@@ -221,6 +231,8 @@ def render(model: bytes, info: ModelInfo, ex: ExportInputs) -> dict[str, str]:
         input_zp=tin.zero_point,
         output_scale=_c_float(tout.scale),
         output_zp=tout.zero_point,
+        target_mean=_c_float(ex.target_mean),
+        target_scale=_c_float(ex.target_scale),
         feature_count=len(ex.feature_mean),
         golden_count=len(gi),
     )

@@ -143,6 +143,8 @@ class Tag(IntEnum):
     BUILD_TIME = 0x19
     INPUT_SIZE = 0x1A
     OUTPUT_SIZE = 0x1B
+    TARGET_MEAN = 0x1C
+    TARGET_SCALE = 0x1D
 
 
 #: Value type of each tag, as in TS_TLV_LIST.
@@ -155,7 +157,8 @@ TAG_TYPES: dict[Tag, str] = {
     Tag.OUTPUT_SCALE: "f32", Tag.OUTPUT_ZERO_POINT: "i32", Tag.UPTIME_US: "u64",
     Tag.BOOT_COUNT: "u32", Tag.RESET_REASON: "u8", Tag.SELF_TEST: "selftest",
     Tag.MAX_PAYLOAD: "u16", Tag.GIT_COMMIT: "str", Tag.BUILD_TIME: "str",
-    Tag.INPUT_SIZE: "u32", Tag.OUTPUT_SIZE: "u32",
+    Tag.INPUT_SIZE: "u32", Tag.OUTPUT_SIZE: "u32", Tag.TARGET_MEAN: "f32",
+    Tag.TARGET_SCALE: "f32",
 }
 
 DTYPE_FLOAT32 = 1
@@ -421,6 +424,10 @@ class DeviceInfo:
     build_time: str | None = None
     input_size: int | None = None
     output_size: int | None = None
+    #: Output in target units: target_mean + target_scale * (q - zero_point) * scale.
+    #: None from firmware older than these tags (its results% has no target units).
+    target_mean: float | None = None
+    target_scale: float | None = None
     unknown: dict[int, bytes] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from tinyship.device.client import (
 )
 from tinyship.device.transport import BANNER_TIMEOUT_S
 from tinyship.hil.report import Check, Report
+
+if TYPE_CHECKING:
+    from tinyship.registry import Registry
 
 #: Allowed relative difference between the device's task metric and the host reference's
 #: on the same vectors (0 LSB parity makes them equal; this absorbs float summation order).
@@ -48,15 +51,20 @@ class TestSet:
     total: int = 0              # vectors in the whole test set (before `limit`)
 
 
-def load_test_set(version_dir: Path, limit: int | None = None) -> TestSet:
+def load_test_set(registry: Registry, version: str, limit: int | None = None) -> TestSet:
+    """The version's held-out vectors, from hash-checked bytes: a damaged test set is
+    refused by name instead of failing inside numpy's zip reader."""
+    import io
+    import zipfile
+
     from tinyship.errors import RegistryError
 
-    path = version_dir / "test_set.npz"
+    data = registry.read_artifact(version, "test_set.npz")
     try:
-        with np.load(path) as z:
+        with np.load(io.BytesIO(data)) as z:
             ts = TestSet(z["x"], z["y"], z["x_int8"], z["reference_int8"])
-    except (OSError, KeyError, ValueError) as e:
-        raise RegistryError(f"{path}: unreadable test set ({e})") from None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise RegistryError(f"{version}/test_set.npz: unreadable test set ({e})") from None
     n = len(ts.x_int8) if limit is None else max(0, min(limit, len(ts.x_int8)))
     return TestSet(ts.x[:n], ts.y[:n], ts.x_int8[:n].reshape(n, -1),
                    ts.reference_int8[:n].reshape(n, -1), total=len(ts.x_int8))
@@ -66,13 +74,9 @@ def _pct(a: np.ndarray, q: float) -> float | None:
     return float(np.percentile(a, q)) if len(a) else None
 
 
-def _dequantize(q: np.ndarray, t: dict[str, Any]) -> np.ndarray:
-    return (np.asarray(q, dtype=np.float64) - float(t["zero_point"])) * float(t["scale"])
-
-
 def agreement(device: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """RMSE, MAE, relative L2 error and cosine similarity of device vs reference outputs
-    (dequantized floats), as STM32Cube.AI's validate-on-target reports them."""
+    (floats in target units), as STM32Cube.AI's validate-on-target reports them."""
     d = np.asarray(device, dtype=np.float64).reshape(-1)
     r = np.asarray(reference, dtype=np.float64).reshape(-1)
     if d.size == 0:
@@ -123,7 +127,7 @@ def validate(
     reg = Registry(Path(registry_root))
     version = reg.resolve(version)
     manifest = reg.manifest(version)
-    ts = load_test_set(reg.path(version), limit)
+    ts = load_test_set(reg, version, limit)
     model = manifest.get("model", {})
     expected = {"version": version, "sha256": model.get("sha256"), "crc32": model.get("crc32"),
                 "input_size": int(ts.x_int8.shape[1]),
@@ -187,13 +191,23 @@ def _validate(client: DeviceClient, manifest: dict[str, Any], ts: TestSet,
         for a, b in ((info.input_scale, q_in.get("scale")), (info.output_scale, q_out.get("scale")),
                      (info.input_zero_point, q_in.get("zero_point")),
                      (info.output_zero_point, q_out.get("zero_point"))))
+    # Target units (results% on the device); firmware older than the INFO tags omits them.
+    t_reg = (float(q_out.get("target_mean", 0.0)), float(q_out.get("target_scale", 1.0)))
+    t_dev = (info.target_mean, info.target_scale)
+    reported = t_dev != (None, None)
+    target_ok = not reported or all(
+        d is not None and bool(np.isclose(d, r, rtol=1e-6))
+        for d, r in zip(t_dev, t_reg, strict=True))
+    target_word = (f"target mean/scale device {t_dev[0]}/{t_dev[1]}, registry "
+                   f"{t_reg[0]}/{t_reg[1]}" if reported else
+                   "target units not reported by the device (older firmware)")
     checks.append(Check(
-        "io_contract", quant_ok,
+        "io_contract", quant_ok and target_ok,
         f"device in/out {info.input_size}/{info.output_size} int8, scale "
         f"{info.input_scale}/{info.output_scale}, zero point {info.input_zero_point}/"
         f"{info.output_zero_point}; registry {expected['input_size']}/{expected['output_size']}"
         f", {q_in.get('scale')}/{q_out.get('scale')}, {q_in.get('zero_point')}/"
-        f"{q_out.get('zero_point')}"))
+        f"{q_out.get('zero_point')}; {target_word}"))
 
     n = len(ts.x_int8)
     report.vectors = n
@@ -228,7 +242,8 @@ def _validate(client: DeviceClient, manifest: dict[str, Any], ts: TestSet,
         + (f", first at vector {first}" if first is not None else "") + ")"
         if n else "no test vectors"))
 
-    # task metric on dequantized outputs vs the registry's recorded int8 metric
+    # task metric on outputs in target units vs the registry's recorded int8 metric
+    from tinyship.convert.runtimes import to_target_units
     from tinyship.train.metrics import main_metric
 
     task = str(manifest.get("task", "regression"))
@@ -236,7 +251,7 @@ def _validate(client: DeviceClient, manifest: dict[str, Any], ts: TestSet,
     n_classes = max(len(manifest.get("classes") or []), ref.shape[1])
     registry_value = manifest.get("metrics", {}).get("int8", {}).get(name)
     if n:
-        dq_dev, dq_ref = _dequantize(dev, q_out), _dequantize(ref, q_out)
+        dq_dev, dq_ref = to_target_units(dev, q_out), to_target_units(ref, q_out)
         m_dev = task_metric(task, ts.y, dq_dev, n_classes)
         m_ref = task_metric(task, ts.y, dq_ref, n_classes)
         agree = agreement(dq_dev, dq_ref)

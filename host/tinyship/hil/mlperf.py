@@ -24,7 +24,7 @@ _RESULTS = re.compile(r"m-results-\[([^\]]*)\]")
 
 @dataclass
 class MlperfRun:
-    outputs: np.ndarray  # float32 [n, output_size], dequantized by the device (3 decimals)
+    outputs: np.ndarray  # float32 [n, output_size], in target units as printed (3 decimals)
     elapsed_s: float
     bytes_tx: int
     bytes_rx: int

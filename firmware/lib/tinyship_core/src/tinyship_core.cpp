@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <cmath>
+
 namespace {
 
 // ---------------------------------------------------------------- tables --
@@ -510,6 +512,8 @@ void handle_hello(ts_core *c, const Packet &req) {
   t.str(TS_TLV_BUILD_TIME, f.build_time);
   t.u32(TS_TLV_INPUT_SIZE, f.input_size);
   t.u32(TS_TLV_OUTPUT_SIZE, f.output_size);
+  t.f32(TS_TLV_TARGET_MEAN, f.target_mean);
+  t.f32(TS_TLV_TARGET_SCALE, f.target_scale);
   if (!t.ok) {  // cannot happen with the string limits enforced at init
     send_error(c, TS_ERR_BUFFER_TOO_SMALL, req.cmd, req.seq);
     return;
@@ -717,6 +721,11 @@ void text_info(ts_core *c) {
     out_i64(c, in ? f.input_zero_point : f.output_zero_point);
     out_crlf(c);
   }
+  out_str(c, "target mean=");
+  out_fixed(c, f.target_mean, 6);
+  out_str(c, " scale=");
+  out_fixed(c, f.target_scale, 6);
+  out_crlf(c);
   out_str(c, "uptime_us=");
   out_u64(c, c->uptime_us);
   out_str(c, " boot_count=");
@@ -803,9 +812,10 @@ void mlperf_results(ts_core *c) {
   out_str(c, "m-results-[");
   for (size_t i = 0; i < c->cfg.output_size; i++) {
     if (i) out_char(c, ',');
-    const float v = static_cast<float>(static_cast<int32_t>(c->last_out[i]) -
+    // In target units, so the runner compares predictions in the data's own units.
+    const float z = static_cast<float>(static_cast<int32_t>(c->last_out[i]) -
                                        c->cfg.output_zero_point) * c->cfg.output_scale;
-    out_fixed(c, v, 3);
+    out_fixed(c, c->cfg.target_mean + c->cfg.target_scale * z, 3);
   }
   out_str(c, "]\r\n");
 }
@@ -1183,6 +1193,10 @@ ts_status_t ts_core_init(void *mem, size_t mem_len, const ts_config_t *config,
       (f.output_rank != 0 && f.output_shape == nullptr) || f.model_crc_check > TS_CRC_NOT_CHECKED ||
       f.reset_reason > TS_RESET_OTHER || f.golden_count > 0xFFFEu ||
       (f.golden_count != 0 && (f.golden_inputs == nullptr || f.golden_outputs == nullptr))) {
+    return TS_ERR_INVALID_ARGUMENT;
+  }
+  // A zero target_scale (a config that never set it) would print every result as the mean.
+  if (!std::isfinite(f.target_mean) || !std::isfinite(f.target_scale) || f.target_scale == 0.0f) {
     return TS_ERR_INVALID_ARGUMENT;
   }
   ts_core *c = static_cast<ts_core *>(mem);

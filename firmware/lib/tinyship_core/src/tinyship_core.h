@@ -126,7 +126,9 @@ typedef enum ts_status { TS_STATUS_LIST(TS_X_ENUM) TS_STATUS_COUNT_ } ts_status_
   X(TS_TLV_GIT_COMMIT, 0x18, "str")                                   \
   X(TS_TLV_BUILD_TIME, 0x19, "str")                                   \
   X(TS_TLV_INPUT_SIZE, 0x1A, "u32")                                   \
-  X(TS_TLV_OUTPUT_SIZE, 0x1B, "u32")
+  X(TS_TLV_OUTPUT_SIZE, 0x1B, "u32")                                  \
+  X(TS_TLV_TARGET_MEAN, 0x1C, "f32")                                  \
+  X(TS_TLV_TARGET_SCALE, 0x1D, "f32")
 
 #define TS_X_ENUM(name, code, text) name = code,
 typedef enum ts_tlv_tag { TS_TLV_LIST(TS_X_ENUM) } ts_tlv_tag_t;
@@ -203,6 +205,14 @@ typedef struct ts_config {
   float output_scale;
   int32_t input_zero_point;
   int32_t output_zero_point;
+  /* An output q in target units (MLPerf results%; both reported in INFO):
+   *   target_mean + target_scale * (q - output_zero_point) * output_scale.
+   * Regression models predict the standardized target so that their int8 range
+   * covers the data; classification (and older models) use the identity 0, 1.
+   * target_mean must be finite, target_scale finite and non-zero, so a
+   * zero-initialised config is rejected rather than printing zeros. */
+  float target_mean;
+  float target_scale;
   uint32_t arena_size;          /* bytes reserved for the tensor arena */
   uint32_t arena_used;          /* bytes actually used (0 if unknown) */
   uint32_t model_crc32;         /* expected CRC-32 of the model */

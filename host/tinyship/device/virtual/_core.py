@@ -183,6 +183,8 @@ class Config(ctypes.Structure):
         ("output_scale", ctypes.c_float),
         ("input_zero_point", ctypes.c_int32),
         ("output_zero_point", ctypes.c_int32),
+        ("target_mean", ctypes.c_float),
+        ("target_scale", ctypes.c_float),
         ("arena_size", ctypes.c_uint32),
         ("arena_used", ctypes.c_uint32),
         ("model_crc32", ctypes.c_uint32),

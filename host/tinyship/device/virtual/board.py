@@ -123,22 +123,24 @@ def load_firmware(registry_root: Path, ref: str | None) -> Firmware:
     version = reg.resolve(ref)
     vdir = reg.path(version)
     manifest = reg.manifest(version)
+    # Hash-checked reads: a truncated model would otherwise crash the TFLM loader.
+    model = reg.read_artifact(version, "model_int8.tflite")
     try:
-        model = (vdir / "model_int8.tflite").read_bytes()
         for key in ("sha256", "crc32", "input", "output"):
             if key not in manifest["model"]:
                 raise KeyError(f"model.{key}")
         in_shape = manifest["model"]["input"]["shape"]
         out_shape = manifest["model"]["output"]["shape"]
-    except (OSError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise RegistryError(f"registry version {version} is incomplete: {e}") from None
     n_in = int(np.prod(in_shape))
     n_out = int(np.prod(out_shape))
-    cc = vdir / "firmware" / "tinyship_model_data.cc"
+    cc_rel = "firmware/tinyship_model_data.cc"
+    cc = vdir / cc_rel
     gi: list[int] = []
     go: list[int] = []
-    if cc.is_file():
-        text = cc.read_text(encoding="utf-8")
+    if cc_rel in reg.artifacts(version):
+        text = reg.read_artifact(version, cc_rel).decode("utf-8", errors="replace")
         gi = parse_golden(text, "tinyship_golden_inputs")
         go = parse_golden(text, "tinyship_golden_outputs")
     count = len(gi) // n_in if n_in else 0
@@ -386,6 +388,9 @@ class VirtualBoard:
             input_scale=float(m["input"]["scale"]), output_scale=float(m["output"]["scale"]),
             input_zero_point=int(m["input"]["zero_point"]),
             output_zero_point=int(m["output"]["zero_point"]),
+            # absent in versions from before target units: identity (what they predict)
+            target_mean=float(m["output"].get("target_mean", 0.0)),
+            target_scale=float(m["output"].get("target_scale", 1.0)),
             arena_size=int(m.get("arena_bytes", 0)), arena_used=int(m.get("arena_min_bytes", 0)),
             model_crc32=fw.crc32,
             model_crc_check=_core.TS_CRC_OK if crc_ok else _core.TS_CRC_MISMATCH,
