@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 
 from tinyship.cli import cli, main
 from tinyship.config import DataSection, bundled_dataset
-from tinyship.data.checks import CheckReport, run_checks
+from tinyship.data.checks import CheckReport, model_features, run_checks
 from tinyship.data.generate import BATTERY_FEATURES, BATTERY_TARGET
 from tinyship.data.load import fingerprint, load_dataset
 from tinyship.errors import DataError, ExitCode
@@ -159,6 +160,65 @@ def test_constant_feature(good: pd.DataFrame) -> None:
     good["mean_current_a"] = 2.0
     message = _only_failure(run_checks(good, _cfg()), "constant_feature", "mean_current_a")
     assert "1 distinct value" in message
+    # The failure says which key turns it into a drop or an allowed input.
+    assert 'data.constant_features = "drop"' in message and '"allow"' in message
+    assert model_features(good, _cfg()) == (BATTERY_FEATURES, [])
+
+
+def _constant_result(report: CheckReport, column: str) -> tuple[bool, str]:
+    (r,) = [r for r in report.results if r.rule == "constant_feature" and r.column == column]
+    return r.passed, r.message
+
+
+def test_constant_feature_allowed_stays_an_input(good: pd.DataFrame) -> None:
+    good["mean_current_a"] = 2.0
+    cfg = _cfg(constant_features="allow")
+    report = run_checks(good, cfg)
+    assert report.passed, report.failures
+    passed, message = _constant_result(report, "mean_current_a")
+    assert passed and "kept as a model input" in message  # reported, not failed
+    assert model_features(good, cfg) == (BATTERY_FEATURES, [])
+
+
+def test_constant_feature_dropped_from_inputs(good: pd.DataFrame) -> None:
+    good["mean_current_a"] = 2.0
+    good["charge_time_s"] = np.nan  # no finite value at all: also constant
+    cfg = _cfg(constant_features="drop", max_missing_fraction=1.0)
+    report = run_checks(good, cfg)
+    assert report.passed, report.failures
+    passed, message = _constant_result(report, "mean_current_a")
+    assert passed and "dropped from the model inputs" in message
+    kept, dropped = model_features(good, cfg)
+    assert dropped == ["mean_current_a", "charge_time_s"]  # config order
+    assert kept == [c for c in BATTERY_FEATURES if c not in dropped]
+
+
+def test_dropping_every_feature_fails() -> None:
+    df = pd.DataFrame({"a": [1.0] * 200, "b": [0] * 200, "y": np.arange(200.0)})
+    cfg = DataSection(path="x.csv", features=["a", "b"], target="y", constant_features="drop")
+    report = run_checks(df, cfg)
+    assert {(r.rule, r.column) for r in report.failures} == {
+        ("constant_feature", "a"), ("constant_feature", "b")}
+    assert "leaves the model no input" in report.failures[0].message
+    with pytest.raises(DataError, match="every feature is constant"):
+        model_features(df, cfg)
+
+
+def test_digits_constant_pixels_dropped() -> None:
+    """scikit-learn's digits: three pixels are 0 in every image."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    frame = datasets.load_digits(as_frame=True).frame
+    features = [c for c in frame.columns if c != "target"]
+    base = {"path": "digits.csv", "features": features, "target": "target",
+            "task": "classification", "max_outlier_fraction": 1.0}
+    failed = run_checks(frame, DataSection.model_validate(base))
+    assert {(r.rule, r.column) for r in failed.failures} == {
+        ("constant_feature", c) for c in ("pixel_0_0", "pixel_4_0", "pixel_4_7")}
+    cfg = DataSection.model_validate({**base, "constant_features": "drop"})
+    assert run_checks(frame, cfg).passed
+    kept, dropped = model_features(frame, cfg)
+    assert dropped == ["pixel_0_0", "pixel_4_0", "pixel_4_7"]
+    assert len(kept) == 61 and not set(kept) & set(dropped)
 
 
 def test_missing_configured_column(good: pd.DataFrame) -> None:
@@ -258,6 +318,44 @@ def test_load_names_all_missing_columns(tmp_path: Path) -> None:
     assert "(available: a, b)" in text
 
 
+def _missing_column_hint(tmp_path: Path, header: str, cfg: DataSection) -> str:
+    path = tmp_path / "d.csv"
+    path.write_text(header + "\n" + ",".join("1" for _ in header.split(",")) + "\n")
+    with pytest.raises(DataError) as exc:
+        load_dataset(path, cfg)
+    assert exc.value.hint is not None
+    return exc.value.hint
+
+
+def test_missing_column_hint_names_the_key_that_asked_for_it(tmp_path: Path) -> None:
+    grouped = DataSection(path="d.csv", features=["a", "b"], target="y", group="unit")
+    hint = _missing_column_hint(tmp_path, "a,b,y", grouped)
+    assert hint == "fix data.group in the config or the CSV header"
+    hint = _missing_column_hint(tmp_path, "a,y", grouped)
+    assert hint == "fix data.features / data.group in the config or the CSV header"
+    hint = _missing_column_hint(tmp_path, "a,b,unit", grouped)
+    assert hint == "fix data.target in the config or the CSV header"
+    assert list(load_dataset(tmp_path / "d.csv", DataSection(
+        path="d.csv", features=["a", "b"], target="unit")).columns) == ["a", "b", "unit"]
+
+
+def test_load_non_utf8_names_line_and_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    text = "a,name,y\n1,x,2\n3,y,4\n5,z,6\n7,Café,8\n9,w,10\n"
+    path.write_bytes(text.encode("latin-1"))  # é is the single byte 0xe9 on line 5
+    with pytest.raises(DataError) as exc:
+        load_dataset(path, DataSection(path="latin1.csv", features=["a"], target="y"))
+    message = str(exc.value)
+    assert "latin1.csv is not UTF-8" in message
+    assert "(0xe9) is on line 5, byte 6 of that line" in message
+    assert "position" not in message
+    assert exc.value.hint is not None and "re-save the CSV as UTF-8" in exc.value.hint
+    # Windows line ends and a bad byte in the header: still the right line and byte.
+    path.write_bytes(b"a,\xb5m,y\r\n1,2,3\r\n")
+    with pytest.raises(DataError, match=r"\(0xb5\) is on line 1, byte 3 of that line"):
+        load_dataset(path, DataSection(path="latin1.csv", features=["a"], target="y"))
+
+
 def test_fingerprint(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text('a,b\n1,"x\ny"\n2,z\n')
@@ -314,40 +412,74 @@ def test_cli_check_json_good(tmp_path: Path) -> None:
     assert payload["path"] == str(BUNDLED)
 
 
-def test_cli_check_bad_data_override_json(tmp_path: Path, bad_csv: Path) -> None:
+def _main_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    """Run `tinyship ARGS` as a script would: (exit code, the one JSON document on stdout)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    code = exc.value.code
+    return (code if isinstance(code, int) else 1), json.loads(out)
+
+
+def test_cli_check_bad_data_override_json(
+    tmp_path: Path, bad_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = _write_config(tmp_path, "bundled:battery_soh.csv")
-    result = CliRunner().invoke(
-        cli, ["data", "check", "--config", str(cfg), "--data", str(bad_csv), "--json"]
+    code, payload = _main_json(
+        capsys, "data", "check", "--config", str(cfg), "--data", str(bad_csv), "--json"
     )
-    assert isinstance(result.exception, DataError)
-    payload = json.loads(result.stdout)  # report printed before the error is raised
-    assert payload["passed"] is False
+    assert code == ExitCode.DATA
+    # One document: the full report, with the error in it.
+    assert payload["ok"] is False and payload["passed"] is False
+    assert payload["path"] == str(bad_csv)
     assert [(f["column"], f["rule"]) for f in payload["results"] if not f["passed"]] == [
         ("mean_temperature_c", "range")
     ]
+    error = payload["error"]
+    assert (error["type"], error["exit_code"]) == ("DataError", 4)
+    assert "12 values outside declared range" in error["message"]
+    assert error["hint"] == "fix the CSV or adjust the thresholds in [data] of the config"
+    assert [(f["column"], f["rule"], f["value"]) for f in error["failures"]] == [
+        ("mean_temperature_c", "range", 12)
+    ]
 
 
-def test_cli_check_exit_codes(
+def test_cli_json_errors_before_any_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Config, loader and usage errors still give a script one JSON document on stdout."""
+    for command in (["data", "check"], ["train"]):
+        code, payload = _main_json(
+            capsys, *command, "--config", str(tmp_path / "missing.toml"), "--json")
+        assert code == ExitCode.CONFIG
+        assert payload == {"ok": False, "error": {
+            "type": "ConfigError", "exit_code": 3,
+            "message": f"config file not found: {tmp_path / 'missing.toml'}",
+            "hint": "run from the project folder or pass --config PATH"}}
+
+        cfg = _write_config(tmp_path, "none.csv")
+        code, payload = _main_json(capsys, *command, "--config", str(cfg), "--json")
+        assert code == ExitCode.DATA
+        assert payload["error"]["type"] == "DataError"
+        assert payload["error"]["message"] == f"dataset not found: {tmp_path / 'none.csv'}"
+        assert payload["error"]["failures"] == []
+
+    code, payload = _main_json(capsys, "data", "check", "--json", "--bogus")
+    assert code == ExitCode.USAGE
+    assert payload["error"]["type"] == "UsageError" and "--bogus" in payload["error"]["message"]
+
+
+def test_cli_train_json_data_error_matches_data_check(
     tmp_path: Path, bad_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = _write_config(tmp_path, bad_csv.name)  # relative to the config's folder
-    with pytest.raises(SystemExit) as exc:
-        main(["data", "check", "--config", str(cfg)])
-    assert exc.value.code == ExitCode.DATA
-    captured = capsys.readouterr()
-    assert "FAIL" in captured.out
-    assert "column 'mean_temperature_c': 12 values outside declared range" in captured.err
-
-    good = _write_config(tmp_path, "bundled:battery_soh.csv")
-    with pytest.raises(SystemExit) as exc:
-        main(["data", "check", "--config", str(good)])
-    assert exc.value.code == 0
-
-    with pytest.raises(SystemExit) as exc:
-        main(["data", "check", "--config", str(good), "--data", str(tmp_path / "none.csv")])
-    assert exc.value.code == ExitCode.DATA
-    assert "dataset not found" in capsys.readouterr().err
-
-    with pytest.raises(SystemExit) as exc:
-        main(["data", "check", "--config", str(tmp_path / "missing.toml")])
-    assert exc.value.code == ExitCode.CONFIG
+    """The same failed checks give the same error from `train --json` as from `data check`."""
+    cfg = _write_config(tmp_path, bad_csv.name)
+    code, trained = _main_json(capsys, "train", "--config", str(cfg), "--json")
+    assert code == ExitCode.DATA
+    code, checked = _main_json(capsys, "data", "check", "--config", str(cfg), "--json")
+    assert code == ExitCode.DATA
+    assert set(trained) == {"ok", "error"}  # train stops before it has a result
+    assert trained["error"] == checked["error"]
+    assert [f["rule"] for f in trained["error"]["failures"]] == ["range"]

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from tinyship.config import project_context
+from tinyship.errors import DataError, TinyshipError
 
 __all__ = ["project_context"]
 
@@ -34,6 +35,26 @@ def json_option(f: F) -> F:
 
 def echo_json(obj: object) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def error_doc(
+    kind: str, exit_code: int, message: str, hint: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """`{"ok": false, "error": {"type", "exit_code", "message", "hint", ...}}`: what `--json`
+    puts on stdout when a command fails, so a script always finds one JSON document there."""
+    error = {"type": kind, "exit_code": exit_code, "message": message, "hint": hint, **extra}
+    return {"ok": False, "error": error}
+
+
+def error_json(e: TinyshipError) -> dict[str, Any]:
+    """`error_doc` for a tinyship error; a data error adds its failed checks (`failures`).
+
+    `tinyship.cli.main` prints it for a command that fails without output. A command that
+    fails after building its report prints `{**error_json(e), **report}` and raises `e`;
+    main then only writes the message to stderr and exits with the error's code.
+    """
+    extra = {"failures": e.failures} if isinstance(e, DataError) else {}
+    return error_doc(type(e).__name__, int(e.exit_code), str(e), e.hint, **extra)
 
 
 def registry_options(f: F) -> F:

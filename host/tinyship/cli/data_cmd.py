@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tinyship.cli._common import config_option, echo_json, json_option
+from tinyship.cli._common import config_option, echo_json, error_json, json_option
+from tinyship.errors import DataError
 
 if TYPE_CHECKING:
     from tinyship.data.checks import CheckReport
@@ -105,11 +106,17 @@ def check(config_path: Path | None, data_path: Path | None, as_json: bool) -> No
     cfg = load_config(config_path)
     path = data_path if data_path is not None else cfg.dataset_path
     report = run_checks(load_dataset(path, cfg.data), cfg.data)
-    if as_json:
-        echo_json({"path": str(path), **report.to_dict()})
-    else:
+    doc = {"path": str(path), **report.to_dict()}
+    if not as_json:
         _print_report(path, report)
-    report.raise_for_failures()
+    try:
+        report.raise_for_failures()
+    except DataError as e:
+        if as_json:  # one document: the report with the error in it
+            echo_json({**error_json(e), **doc})
+        raise
+    if as_json:
+        echo_json(doc)
 
 
 def _print_report(path: Path, report: CheckReport) -> None:

@@ -3,7 +3,7 @@
 Importing this package stays light (numpy and pandas only, never TensorFlow).
 """
 
-from tinyship.data.checks import CheckReport, CheckResult, run_checks
+from tinyship.data.checks import CheckReport, CheckResult, model_features, run_checks
 from tinyship.data.generate import BATTERY_FEATURES, BATTERY_TARGET, generate_battery_dataset
 from tinyship.data.load import fingerprint, load_dataset
 
@@ -15,5 +15,6 @@ __all__ = [
     "fingerprint",
     "generate_battery_dataset",
     "load_dataset",
+    "model_features",
     "run_checks",
 ]

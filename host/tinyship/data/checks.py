@@ -6,8 +6,10 @@ column (or the whole frame) with a threshold from `[data]` in the config, so a f
 say exactly which column broke which rule, and the report is also machine-readable.
 
 Rules: ``column_present``, ``min_rows``, ``missing``, ``non_numeric``, ``non_finite``,
-``range``, ``duplicates``, ``outliers`` (robust z-score, median/MAD), ``constant_feature``,
-``constant_target``, ``min_class_samples`` (classification only).
+``range``, ``duplicates``, ``outliers`` (robust z-score, median/MAD), ``constant_feature``
+(fails, or is reported and passes, per ``data.constant_features``), ``constant_target``,
+``min_class_samples`` (classification only). `model_features` applies the same constant
+rule to decide which features are model inputs, so the checks and the model never disagree.
 """
 
 from __future__ import annotations
@@ -141,6 +143,49 @@ def _as_numeric(s: pd.Series) -> tuple[pd.Series, int]:
     return num, bad
 
 
+def _distinct(num: pd.Series) -> int:
+    """Distinct finite values of a numeric column: 1 (or 0) means a constant column."""
+    x = num.to_numpy()
+    return int(np.unique(x[np.isfinite(x)]).size)
+
+
+def _constant_verdict(distinct: int, policy: str, all_constant: bool) -> tuple[bool, str]:
+    """(passed, message tail) of the constant_feature rule for one column under `policy`."""
+    if distinct > 1:
+        return True, ""
+    if policy == "drop" and all_constant:
+        return False, ": every feature is constant, so dropping them leaves the model no input"
+    if policy == "drop":
+        return True, ': dropped from the model inputs (data.constant_features = "drop")'
+    if policy == "allow":
+        return True, ': kept as a model input (data.constant_features = "allow")'
+    return False, (
+        ': carries no information; set data.constant_features = "drop" to leave it out of'
+        ' the model inputs, or "allow" to keep it'
+    )
+
+
+def model_features(df: pd.DataFrame, data_cfg: DataSection) -> tuple[list[str], list[str]]:
+    """(features kept as model inputs, constant features dropped), both in config order.
+
+    Only `data.constant_features = "drop"` drops anything: "fail" never lets a constant
+    feature past the checks and "allow" keeps it as an input. `df` is what `load_dataset`
+    returned and passed `run_checks` (a column missing from it is not judged here).
+    """
+    features = list(data_cfg.features)
+    if data_cfg.constant_features != "drop":
+        return features, []
+    dropped = [c for c in features if c in df.columns and _distinct(_as_numeric(df[c])[0]) <= 1]
+    kept = [c for c in features if c not in dropped]
+    if not kept:
+        raise DataError(
+            "every feature is constant: dropping them (data.constant_features = \"drop\")"
+            " leaves the model no input",
+            hint="add features that vary to data.features",
+        )
+    return kept, dropped
+
+
 def _robust_z(x: np.ndarray) -> np.ndarray | None:
     """|x - median| / robust sd; None when the column has no spread at all."""
     med = float(np.median(x))
@@ -263,20 +308,16 @@ def run_checks(df: pd.DataFrame, data_cfg: DataSection) -> CheckReport:
             ),
         )
 
-    for col in data_cfg.features:
-        if col not in numeric:
-            continue
+    policy = data_cfg.constant_features
+    checked = [col for col in data_cfg.features if col in numeric]
+    all_constant = bool(checked) and all(_distinct(numeric[col]) <= 1 for col in checked)
+    for col in checked:
         x = numeric[col].to_numpy()
         x = x[np.isfinite(x)]
-        distinct = int(np.unique(x).size)
+        distinct = _distinct(numeric[col])
+        ok, detail = _constant_verdict(distinct, policy, all_constant)
         c.add(
-            "constant_feature",
-            col,
-            distinct > 1,
-            distinct,
-            2,
-            f"{_n(distinct, 'distinct value')}"
-            + ("" if distinct > 1 else ": carries no information"),
+            "constant_feature", col, ok, distinct, 2, f"{_n(distinct, 'distinct value')}{detail}"
         )
         z = _robust_z(x) if x.size else None
         n_out = int((z > data_cfg.outlier_z).sum()) if z is not None else 0
