@@ -94,6 +94,15 @@ def test_target_listed_as_feature(tmp_path: Path) -> None:
     assert "target column 'y' is also listed in features" in text
 
 
+def test_constant_features_policy(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, MINIMAL)).data.constant_features == "fail"
+    cfg = load_config(_write(tmp_path, MINIMAL + 'constant_features = "drop"\n'))
+    assert cfg.data.constant_features == "drop"
+    assert cfg.to_dict()["data"]["constant_features"] == "drop"  # type: ignore[index]
+    text = _error(tmp_path, MINIMAL + 'constant_features = "ignore"\n')
+    assert "key 'data.constant_features'" in text and "'ignore'" in text
+
+
 def test_inverted_range_rejected(tmp_path: Path) -> None:
     text = _error(tmp_path, MINIMAL + "ranges = { a = [5, 1] }\n")
     assert "ranges.a" in text

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, make_classification_csv, make_regression_csv, small_config
-from tinyship.cli import cli
+from tinyship.cli import cli, main
 from tinyship.config import Config
 from tinyship.errors import DataError, ExitCode, GateError
 from tinyship.pipeline import run_pipeline
@@ -70,6 +70,41 @@ def test_gate_failure_registers_nothing(tmp_path: Path) -> None:
     assert [p for p in _snapshot(cfg.registry_path) if p != ".lock"] == []
 
 
+@pytest.mark.slow
+def test_cli_train_json_gate_failure_is_one_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script reading `train --json` gets one JSON document: the run's result (gates and
+    metrics) with the error in it; the message goes to stderr."""
+    csv = make_regression_csv(tmp_path / "d.csv")
+    cfg_path = tmp_path / "tinyship.toml"
+    cfg_path.write_text(f"""
+[data]
+path = "{csv.name}"
+features = ["a", "b", "c", "d"]
+target = "target"
+min_rows = 50
+[model]
+hidden = [8]
+[training]
+epochs = 3
+[gates]
+min_r2 = 0.9999
+""")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--config", str(cfg_path), "--json"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == ExitCode.GATE
+    doc = json.loads(out)
+    assert doc["ok"] is False and doc["passed"] is False and doc["version"] is None
+    assert (doc["error"]["type"], doc["error"]["exit_code"]) == ("GateError", 5)
+    assert "r2_int8" in doc["error"]["message"]
+    gates = {g["name"]: g for g in doc["gates"]}
+    assert gates["r2_int8"]["passed"] is False and gates["r2_int8"]["threshold"] == 0.9999
+    assert "r2_int8" in err and "Traceback" not in err
+    assert not (tmp_path / "models").exists() or Registry(tmp_path / "models").versions() == []
+
+
 def test_data_check_failure_registers_nothing(
     registry_copy: Callable[[], tuple[Path, str]], tmp_path: Path
 ) -> None:
@@ -111,7 +146,9 @@ def test_current_profile_allows_per_channel_dense(tmp_path: Path) -> None:
 
     cfg = small_config(tmp_path, make_regression_csv(tmp_path / "d.csv"),
                        quantization={"profile": "tflm-current"}, training={"epochs": 5},
-                       gates={"min_r2": -100.0, "max_int8_degradation": 100.0})
+                       gates={"min_r2": -100.0, "max_int8_degradation": 100.0,
+                              "min_baseline_skill": -100.0,
+                              "max_output_step_mae_ratio": 100.0})
     result = run_pipeline(cfg)
     model = (Registry(cfg.registry_path).path(result.version) / "model_int8.tflite").read_bytes()
     info = tflite_info.inspect_model(model)
@@ -197,7 +234,7 @@ def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
 
 
-def test_device_side_commands_do_not_import_tensorflow() -> None:
+def test_device_side_commands_do_not_import_tensorflow_or_sklearn() -> None:
     code = (
         "import sys, tinyship, tinyship.cli, tinyship.registry, tinyship.config, "
         "tinyship.cli.registry_cmd, tinyship.convert.tflite_info, tinyship.convert.runtimes\n"
@@ -205,7 +242,8 @@ def test_device_side_commands_do_not_import_tensorflow() -> None:
         "for name in list(__import__('tinyship.cli', fromlist=['COMMANDS']).COMMANDS):\n"
         "    if name != 'train':\n"
         "        cli.get_command(None, name)\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
+        "bad = [m for m in sys.modules\n"
+        "       if m.split('.')[0] in ('tensorflow', 'keras', 'sklearn')]\n"
         "print(','.join(bad))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

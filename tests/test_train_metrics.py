@@ -1,4 +1,4 @@
-"""Metrics, splits and standardisation (NumPy only, no TensorFlow)."""
+"""Metrics, baselines, splits and standardisation (scikit-learn, no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from tinyship.train.metrics import (
+    baseline_metrics,
+    baseline_skill,
     classification_metrics,
     regression_metrics,
     relative_degradation,
@@ -47,8 +49,8 @@ def test_relative_degradation_direction() -> None:
 
 
 def test_split_is_deterministic_disjoint_and_complete() -> None:
-    a = split_indices(100, test_fraction=0.2, val_fraction=0.1, rng=np.random.default_rng(3))
-    b = split_indices(100, test_fraction=0.2, val_fraction=0.1, rng=np.random.default_rng(3))
+    a = split_indices(100, test_fraction=0.2, val_fraction=0.1, seed=3)
+    b = split_indices(100, test_fraction=0.2, val_fraction=0.1, seed=3)
     assert all(np.array_equal(x, y) for x, y in zip((a.train, a.val, a.test),
                                                    (b.train, b.val, b.test), strict=True))
     everything = np.concatenate([a.train, a.val, a.test])
@@ -58,7 +60,7 @@ def test_split_is_deterministic_disjoint_and_complete() -> None:
 
 def test_split_stratified_keeps_every_class_in_test() -> None:
     labels = np.array([0] * 90 + [1] * 10)
-    s = split_indices(100, test_fraction=0.2, val_fraction=0.1, rng=np.random.default_rng(0),
+    s = split_indices(100, test_fraction=0.2, val_fraction=0.1, seed=0,
                       stratify=labels)
     assert set(labels[s.test]) == {0, 1}
     assert (labels[s.test] == 1).sum() == 2
@@ -74,7 +76,7 @@ def test_standardizer_handles_constant_column() -> None:
 
 def test_group_split_keeps_groups_whole() -> None:
     groups = np.repeat(np.arange(20), 5)
-    s = split_indices(100, test_fraction=0.2, val_fraction=0.1, rng=np.random.default_rng(1),
+    s = split_indices(100, test_fraction=0.2, val_fraction=0.1, seed=1,
                       groups=groups)
     sets = [set(groups[s.train]), set(groups[s.val]), set(groups[s.test])]
     assert sets[0].isdisjoint(sets[1]) and sets[0].isdisjoint(sets[2])
@@ -85,5 +87,32 @@ def test_group_split_keeps_groups_whole() -> None:
 
 def test_group_split_needs_enough_groups() -> None:
     with pytest.raises(ValueError, match="at least 3 groups"):
-        split_indices(10, test_fraction=0.2, val_fraction=0.1, rng=np.random.default_rng(0),
+        split_indices(10, test_fraction=0.2, val_fraction=0.1, seed=0,
                       groups=np.array([0] * 5 + [1] * 5))
+
+
+def test_split_val_fraction_is_a_share_of_all_rows() -> None:
+    s = split_indices(1000, test_fraction=0.25, val_fraction=0.15, seed=7)
+    assert (len(s.test), len(s.val), len(s.train)) == (250, 150, 600)
+
+
+def test_stratified_split_names_the_class_that_is_too_small() -> None:
+    labels = np.array([0] * 50 + [1])
+    with pytest.raises(ValueError, match="least populated class"):
+        split_indices(51, test_fraction=0.2, val_fraction=0.1, seed=0, stratify=labels)
+
+
+def test_baseline_is_the_training_mean_or_majority_class() -> None:
+    b = baseline_metrics("regression", np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0]), 0)
+    assert b["strategy"] == "mean" and b["mae"] == pytest.approx(1.0)  # predicts 2.0
+    c = baseline_metrics("classification", np.array([0, 1, 1, 1]), np.array([0, 1, 1, 2]), 3)
+    assert c["strategy"] == "most_frequent" and c["accuracy"] == pytest.approx(0.5)
+
+
+def test_baseline_skill_scale() -> None:
+    base = {"mae": 4.0, "accuracy": 0.4}
+    assert baseline_skill("regression", {"mae": 1.0}, base) == pytest.approx(0.75)
+    assert baseline_skill("regression", {"mae": 4.4}, base) == pytest.approx(-0.1)
+    assert baseline_skill("classification", {"accuracy": 0.7}, base) == pytest.approx(0.5)
+    # shuffled labels: below the majority class
+    assert baseline_skill("classification", {"accuracy": 0.36}, base) < 0

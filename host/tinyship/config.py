@@ -61,6 +61,9 @@ class DataSection(_Strict):
     outlier_z: float = Field(8.0, gt=0.0)
     max_outlier_fraction: float = Field(0.02, ge=0.0, le=1.0)
     min_class_samples: int = Field(10, ge=1)
+    #: A feature with one distinct value carries no information: "fail" stops at the data
+    #: checks, "drop" removes it from the model's inputs, "allow" keeps it as an input.
+    constant_features: Literal["fail", "drop", "allow"] = "fail"
     long_tail: LongTailSection = LongTailSection()
 
     @model_validator(mode="after")
@@ -105,23 +108,50 @@ class QuantizationSection(_Strict):
 
 
 class GatesSection(_Strict):
-    """Thresholds a model must meet before it may enter the registry."""
+    """Thresholds a model must meet before it may enter the registry.
+
+    Metric gates belong to one task (`REGRESSION_GATES`, `CLASSIFICATION_GATES`); setting
+    one for the other task is a config error, so a copied config cannot leave a classifier
+    judged by regression gates it silently skips. A task with no metric gate set gets
+    `DEFAULT_METRIC_GATES`; every model must also beat a trivial baseline.
+    """
 
     # regression
     min_r2: float | None = None
     max_mae: float | None = None
     max_rmse: float | None = None
     max_long_tail_mae: float | None = None
+    #: Physically valid prediction range, e.g. [0, 110] % state of health.
+    output_range: tuple[float, float] | None = None
+    #: The int8 output step in target units may be at most this share of the float model's
+    #: MAE: a coarser step adds rounding error the float model did not have.
+    max_output_step_mae_ratio: float = Field(0.5, gt=0.0)
     # classification
     min_accuracy: float | None = None
     min_macro_f1: float | None = None
+    # every task
+    #: Skill over a trivial baseline (scikit-learn's DummyRegressor / DummyClassifier fitted
+    #: on the same training split): 1 - MAE/MAE_baseline for regression, (accuracy -
+    #: baseline) / (1 - baseline) for classification. 0 means no better than the baseline.
+    min_baseline_skill: float = Field(0.1, le=1.0)
     #: int8 vs float, relative degradation of the main metric (MAE or accuracy).
     max_int8_degradation: float = Field(0.01, ge=0.0)
-    #: TFLite interpreter vs TFLite Micro on the same int8 inputs, in output LSB. The two
-    #: runtimes' requantization rounds differently in rare ties, so 1 LSB is the norm.
+    #: TFLite interpreter vs TFLite Micro, operator by operator on identical int8 inputs, in
+    #: LSB of that operator's output. The two runtimes' requantization rounds differently in
+    #: rare ties, so 1 LSB is the norm; a runtime that computes an operator differently
+    #: (per-channel weights read per tensor, say) shows many.
     max_parity_lsb: int = Field(1, ge=0)
-    #: Physically valid prediction range, e.g. [0, 110] % state of health.
-    output_range: tuple[float, float] | None = None
+
+
+#: Gate keys that apply to one task only (plus `data.long_tail`, regression only).
+REGRESSION_GATES = ("min_r2", "max_mae", "max_rmse", "max_long_tail_mae", "output_range",
+                    "max_output_step_mae_ratio")
+CLASSIFICATION_GATES = ("min_accuracy", "min_macro_f1")
+#: The metric gate a task gets when its config sets none (documented in README.md).
+DEFAULT_METRIC_GATES: dict[str, dict[str, float]] = {
+    "regression": {"min_r2": 0.5},
+    "classification": {"min_macro_f1": 0.5},
+}
 
 
 class BoardSection(_Strict):
@@ -185,6 +215,24 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _check_task_keys(cfg: Config, source: str) -> None:
+    """Keys written for another task are an error naming them (they would be ignored)."""
+    task = cfg.data.task
+    other = CLASSIFICATION_GATES if task == "regression" else REGRESSION_GATES
+    wrong = [f"gates.{k}" for k in other
+             if k in cfg.gates.model_fields_set and getattr(cfg.gates, k) is not None]
+    if task == "classification" and "long_tail" in cfg.data.model_fields_set:
+        wrong.append("data.long_tail")
+    if wrong:
+        keys = ", ".join(f"'{k}'" for k in wrong)
+        own = ", ".join(f"gates.{k}" for k in (
+            REGRESSION_GATES if task == "regression" else CLASSIFICATION_GATES))
+        raise ConfigError(
+            f"{source}: key(s) {keys} do not apply to data.task = \"{task}\"",
+            hint=f"remove them; gates for {task} are {own}",
+        )
+
+
 def parse_config(data: dict[str, object], *, base_dir: Path, source: str = "config") -> Config:
     """Validate a config mapping; errors name each offending key."""
     from tinyship import profiles
@@ -193,6 +241,7 @@ def parse_config(data: dict[str, object], *, base_dir: Path, source: str = "conf
         cfg = Config.model_validate({**data, "base_dir": base_dir})
     except ValidationError as e:
         raise ConfigError(_format_validation_error(source, e)) from None
+    _check_task_keys(cfg, source)
     if cfg.quantization.profile not in profiles.PROFILES:
         known = ", ".join(sorted(profiles.PROFILES))
         raise ConfigError(
@@ -205,9 +254,9 @@ def parse_config(data: dict[str, object], *, base_dir: Path, source: str = "conf
 def with_overrides(cfg: Config, source: str, **sections: dict[str, object]) -> Config:
     """`cfg` with some keys of its sections replaced (command-line options), validated again
     by `parse_config` so an override obeys every rule a key written in the file does."""
-    data = cfg.model_dump(exclude={"base_dir"})
+    data = cfg.model_dump(exclude={"base_dir"}, exclude_unset=True)
     for name, values in sections.items():
-        data[name] = {**data[name], **values}
+        data[name] = {**data.get(name, {}), **values}
     return parse_config(data, base_dir=cfg.base_dir, source=source)
 
 

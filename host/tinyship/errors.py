@@ -64,8 +64,10 @@ class GateError(TinyshipError):
 
     exit_code = ExitCode.GATE
 
-    def __init__(self, message: str, *, result: dict[str, object] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, result: dict[str, object] | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
         self.result = result or {}
 
 

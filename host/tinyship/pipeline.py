@@ -8,7 +8,7 @@ import datetime as dt
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class PipelineResult:
     arena_min_bytes: int
     data: dict[str, Any]
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: Set when an identical run (config, data, code) is already registered as this version.
+    duplicate_of: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,8 @@ class PipelineResult:
             "arena_min_bytes": self.arena_min_bytes,
             "data": self.data,
             "timings_s": self.timings_s,
+            "registered": self.version is not None and self.duplicate_of is None,
+            "duplicate_of": self.duplicate_of,
         }
 
 
@@ -128,33 +132,146 @@ def pick_golden(y: np.ndarray, k: int) -> np.ndarray:
     return picked
 
 
+def code_fingerprint() -> str:
+    """SHA-256 over tinyship's own sources and the versions of the libraries that train,
+    convert and run the model: "the same code" for duplicate detection, with or without git."""
+    import hashlib
+    from importlib import metadata
+
+    h = hashlib.sha256(__version__.encode())
+    pkg = Path(__file__).resolve().parent
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for dist in ("tensorflow-cpu", "tensorflow", "keras", "tflite-micro", "ai-edge-litert",
+                 "scikit-learn", "numpy"):
+        with suppress(metadata.PackageNotFoundError):
+            h.update(f"{dist}=={metadata.version(dist)}".encode())
+    return h.hexdigest()
+
+
+def training_key(cfg: Config, data_sha256: str) -> str:
+    """Identity of a training run: config (minus the registry location), data bytes, code."""
+    import hashlib
+    import json
+
+    conf = cfg.to_dict()
+    conf["project"] = {k: v for k, v in dict(conf["project"]).items()  # type: ignore[call-overload]
+                       if k != "registry"}
+    blob = json.dumps({"config": conf, "data": data_sha256, "code": code_fingerprint()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def find_identical(registry: Any, key: str) -> str | None:
+    """The newest version trained from the same config, data and code, if any (versions
+    with an unreadable manifest are skipped: they are reported by `registry list`)."""
+    from tinyship.errors import RegistryError
+
+    for v in reversed(registry.versions()):
+        try:
+            if registry.manifest(v).get("training_key") == key:
+                return str(v)
+        except RegistryError:
+            continue
+    return None
+
+
+def _parity(
+    int8_tflite: bytes, xq: np.ndarray, out_tflite: np.ndarray, out_tflm: np.ndarray,
+    classification: bool,
+) -> dict[str, Any]:
+    """TFLite vs TFLM on the test rows. Judged operator by operator on identical inputs
+    (`runtimes.layer_parity`): end to end, one layer's 1-LSB rounding tie grows through
+    later layers and a softmax (10 LSB near p = 0.5), which is not a runtime mismatch.
+    The end-to-end difference is reported beside it, with the rows that differ."""
+    from tinyship.convert import runtimes
+
+    layers = runtimes.layer_parity(int8_tflite, xq)
+    worst = max(layers, key=lambda r: r["max_lsb"], default=None)
+    out_d = np.abs(out_tflite.astype(np.int32) - out_tflm.astype(np.int32)).max(axis=1)
+    rec: dict[str, Any] = {
+        "max_lsb": int(worst["max_lsb"]) if worst else 0,
+        "worst_op": f"{worst['op']} (operator {worst['index']})" if worst else None,
+        "rows": sorted({r for layer in layers for r in layer["rows"]}),
+        "layers": layers,
+        "output_max_lsb": int(out_d.max()) if len(out_d) else 0,
+        "output_rows": np.flatnonzero(out_d).tolist(),
+    }
+    if classification:
+        rec["top1_changed_rows"] = np.flatnonzero(
+            out_tflite.argmax(axis=1) != out_tflm.argmax(axis=1)).tolist()
+    return rec
+
+
+def _parity_detail(p: dict[str, Any], n: int) -> str:
+    def rows(r: list[int]) -> str:
+        return ", ".join(map(str, r[:8])) + (", ..." if len(r) > 8 else "")
+
+    text = f"max |TFLite - TFLM| of any one operator on identical inputs, {n} test rows"
+    if p["max_lsb"]:
+        text += f" (worst: {p['worst_op']})"
+    text += f"; end to end {p['output_max_lsb']} LSB"
+    if p["output_rows"]:
+        text += f" on test rows {rows(p['output_rows'])}"
+        if p.get("top1_changed_rows"):
+            text += f", top-1 class changes on rows {rows(p['top1_changed_rows'])}"
+    return text
+
+
+def _duplicate_result(
+    registry: Any, version: str, data_info: dict[str, Any], timings: dict[str, float]
+) -> PipelineResult:
+    """The result of a run that found its twin already registered: that version's record."""
+    m = registry.manifest(version)
+    model = m.get("model", {})
+    return PipelineResult(
+        version=version, registry=str(registry.root), metrics=m.get("metrics", {}),
+        gates=m.get("gates", []), passed=True, model_bytes=int(model.get("bytes", 0)),
+        arena_bytes=int(model.get("arena_bytes", 0)),
+        arena_min_bytes=int(model.get("arena_min_bytes", 0)), data=data_info,
+        timings_s=timings, duplicate_of=version,
+    )
+
+
 def run_pipeline(
     cfg: Config,
     *,
     data_path: Path | None = None,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> PipelineResult:
     """Run the whole model half; returns the registered version, or raises DataError /
-    GateError (with the full result attached) with the registry left unchanged."""
+    GateError (with the full result attached) with the registry left unchanged.
+
+    Training again on the same config, data and code registers nothing unless `force`:
+    the result then names the existing version (`duplicate_of`).
+    """
     from tinyship.convert import carray, quantize, runtimes, tflite_info
-    from tinyship.data.checks import run_checks
+    from tinyship.data.checks import model_features, run_checks
     from tinyship.data.load import fingerprint, load_dataset
-    from tinyship.gates import GateInputs, evaluate
+    from tinyship.gates import GATE_HINTS, GateInputs, evaluate
     from tinyship.registry import Registry
     from tinyship.train import model as train_model
-    from tinyship.train.metrics import relative_degradation
+    from tinyship.train.metrics import baseline_metrics, relative_degradation
     from tinyship.train.split import Standardizer, split_indices
 
     timer = _Timer(progress)
     path = Path(data_path) if data_path is not None else cfg.dataset_path
     task = cfg.data.task
+    registry = Registry(cfg.registry_path)
+    registry.check_writable()  # before minutes of training, not after
 
     with timer.stage("data", f"checking data {path}"):
         df = load_dataset(path, cfg.data)
         report = run_checks(df, cfg.data)
         report.raise_for_failures()
+        features, dropped = model_features(df, cfg.data)
         data_info = {"path": str(path), **fingerprint(path), "checks": len(report.results)}
-        x_all = df[cfg.data.features].to_numpy(dtype=np.float64)
+        key = training_key(cfg, str(data_info["sha256"]))
+        existing = None if force else find_identical(registry, key)
+        if existing is not None:
+            return _duplicate_result(registry, existing, data_info, timer.timings)
+        x_all = df[features].to_numpy(dtype=np.float64)
         classes: list[str] = []
         if task == "classification":
             labels = df[cfg.data.target].astype(str).to_numpy()
@@ -170,25 +287,30 @@ def run_pipeline(
             len(df),
             test_fraction=cfg.training.test_fraction,
             val_fraction=cfg.training.val_fraction,
-            rng=rng,
+            seed=cfg.training.seed,
             stratify=y_all if task == "classification" else None,
             groups=df[cfg.data.group].to_numpy() if cfg.data.group else None,
         )
     except ValueError as e:
-        raise DataError(f"{path}: {e}") from None
+        raise DataError(
+            f"{path}: {e}",
+            hint="lower training.test_fraction / training.val_fraction, or add rows"
+            + (" (or groups: data.group)" if cfg.data.group else ""),
+        ) from None
     scaler = Standardizer.fit(x_all[splits.train])
     xs = scaler.transform(x_all)
     x_tr, x_va, x_te = xs[splits.train], xs[splits.val], xs[splits.test]
     y_tr, y_va, y_te = y_all[splits.train], y_all[splits.val], y_all[splits.test]
     tail = long_tail_mask(y_te, y_tr, cfg) if task == "regression" else (
         np.zeros(len(y_te), bool), "")
+    metrics_baseline = baseline_metrics(task, y_tr, y_te, n_classes)
 
     with timer.stage("train", f"training {cfg.model.type} on {len(x_tr)} rows"):
         trained = train_model.fit(
             x_tr, y_tr, x_va, y_va, task=task, n_classes=n_classes,
             spec=cfg.model, training=cfg.training,
         )
-        float_pred = train_model.predict(trained.model, x_te)
+        float_pred = trained.to_target_units(train_model.predict(trained.model, x_te))
         metrics_float = task_metrics(task, y_te, float_pred, n_classes, tail)
 
     with timer.stage("convert", f"quantizing to int8 for profile {cfg.quantization.profile}"):
@@ -201,35 +323,38 @@ def run_pipeline(
         )
         info = tflite_info.inspect_model(int8_tflite)
         profile_problems = tflite_info.check_profile(info, cfg.quantization.profile)
+        tin, tout = info.inputs[0], info.outputs[0]
+        output_record = {**tout.to_dict(), "target_mean": trained.target_mean,
+                         "target_scale": trained.target_scale}
 
     with timer.stage("arena", "sizing the TFLM tensor arena"):
         arena_min = runtimes.find_min_arena(int8_tflite)
         arena = runtimes.device_arena_bytes(arena_min)
 
     with timer.stage("evaluate", f"running int8 model in TFLite and TFLM on {len(x_te)} rows"):
-        tin, tout = info.inputs[0], info.outputs[0]
         xq = runtimes.quantize(x_te, tin)
         out_tflite = runtimes.run_tflite(int8_tflite, xq)
         out_tflm = runtimes.run_tflm(int8_tflite, xq, arena)
-        diff = np.abs(out_tflite.astype(np.int32) - out_tflm.astype(np.int32))
-        parity = int(diff.max())
-        parity_mismatches = int(np.count_nonzero(diff.max(axis=1)))
-        deq = runtimes.dequantize(out_tflm, tout)
+        parity = _parity(int8_tflite, xq, out_tflite, out_tflm, task == "classification")
+        deq = runtimes.to_target_units(out_tflm, output_record)
         metrics_int8 = task_metrics(task, y_te, deq, n_classes, tail)
         degradation = relative_degradation(task, metrics_float, metrics_int8)
 
-    pred_min = float(deq.min()) if task == "regression" else None
-    pred_max = float(deq.max()) if task == "regression" else None
+    regression = task == "regression"
+    output_step = tout.scale * trained.target_scale if regression else None
     gate_results = evaluate(
         cfg,
         GateInputs(
             task=task,
             metrics_int8=metrics_int8,
             metrics_float=metrics_float,
+            metrics_baseline=metrics_baseline,
             degradation=round(degradation, 6),
-            parity_lsb=parity,
-            pred_min=pred_min,
-            pred_max=pred_max,
+            parity_lsb=int(parity["max_lsb"]),
+            parity_detail=_parity_detail(parity, len(y_te)),
+            pred_min=float(deq.min()) if regression else None,
+            pred_max=float(deq.max()) if regression else None,
+            output_step=output_step,
             model_bytes=len(int8_tflite),
             arena_bytes=arena,
             train_seconds=trained.seconds,
@@ -242,13 +367,16 @@ def run_pipeline(
         "test_rows": len(y_te),
         "float": metrics_float,
         "int8": metrics_int8,
+        "baseline": metrics_baseline,
         "int8_degradation": degradation,
-        "parity_max_lsb": parity,
-        "parity_mismatched_rows": parity_mismatches,
+        "parity_max_lsb": parity["max_lsb"],
+        "parity_mismatched_rows": len(parity["rows"]),
+        "parity": parity,
         "epochs": trained.epochs_run,
         "train_seconds": round(trained.seconds, 3),
     }
-    registry = Registry(cfg.registry_path)
+    if output_step is not None:
+        metrics["output_step"] = output_step
     result = PipelineResult(
         version=None,
         registry=str(registry.root),
@@ -258,16 +386,19 @@ def run_pipeline(
         model_bytes=len(int8_tflite),
         arena_bytes=arena,
         arena_min_bytes=arena_min,
-        data=data_info,
+        data={**data_info, "features": features, "dropped_features": dropped},
         timings_s=timer.timings,
     )
     if not result.passed:
         failed = [g for g in gate_results if not g.passed]
-        lines = [f"{g.name}: {g.value} (must be {g.op} {g.threshold})" for g in failed]
+        lines = [f"{g.name}: {g.value} (must be {g.op} {g.threshold})"
+                 + (f"\n    {g.detail}" if g.detail else "") for g in failed]
+        hints = [GATE_HINTS[g.name] for g in failed if g.name in GATE_HINTS]
         raise GateError(
             f"{len(failed)} quality gate(s) failed; nothing was registered:\n  "
             + "\n  ".join(lines),
             result=result.to_dict(),
+            hint="; ".join(hints) or None,
         )
 
     golden = pick_golden(y_te, cfg.quantization.golden_vectors)
@@ -290,6 +421,8 @@ def run_pipeline(
                 feature_std=[float(v) for v in scaler.std],
                 golden_inputs=xq[golden],
                 golden_outputs=out_tflm[golden],
+                target_mean=trained.target_mean,
+                target_scale=trained.target_scale,
                 tool_version=__version__,
             ),
         )
@@ -308,7 +441,8 @@ def run_pipeline(
             "git_commit": git_commit(cfg.base_dir),
             "profile": cfg.quantization.profile,
             "task": task,
-            "features": list(cfg.data.features),
+            "features": features,
+            "dropped_features": dropped,
             "target": cfg.data.target,
             "classes": classes,
             "standardization": scaler.to_dict(),
@@ -322,13 +456,14 @@ def run_pipeline(
                 "ops": info.ops,
                 "macs": info.macs,
                 "input": info.inputs[0].to_dict(),
-                "output": info.outputs[0].to_dict(),
+                "output": output_record,
                 "type": cfg.model.type,
             },
             "data": data_info,
             "metrics": metrics,
             "gates": gates,
             "config": cfg.to_dict(),
+            "training_key": key,
         }
         staged.manifest = manifest
         from tinyship.model_card import render_model_card

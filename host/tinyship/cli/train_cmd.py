@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from tinyship.cli._common import config_option, echo_json, json_option
+from tinyship.cli._common import config_option, echo_json, error_json, json_option
 from tinyship.errors import GateError
 from tinyship.profiles import PROFILES
 
@@ -18,9 +18,12 @@ from tinyship.profiles import PROFILES
 @click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None,
               help="Target-runtime profile for this run, overriding quantization.profile "
                    "(the firmware env's TFLM library decides which one it can run).")
+@click.option("--force", is_flag=True,
+              help="Train and register even when this config, data and code are already "
+                   "registered as a version.")
 @json_option
 def train(config_path: Path | None, data_path: Path | None, profile: str | None,
-          as_json: bool) -> None:
+          force: bool, as_json: bool) -> None:
     """Check data, train, quantize to int8, export the C array, gate, and register.
 
     Nothing is registered unless every data check and quality gate passes.
@@ -36,21 +39,26 @@ def train(config_path: Path | None, data_path: Path | None, profile: str | None,
     err = Console(stderr=True)
     try:
         if as_json:
-            result = run_pipeline(cfg, data_path=data_path)
+            result = run_pipeline(cfg, data_path=data_path, force=force)
         else:
             with err.status("starting") as status:
                 result = run_pipeline(
-                    cfg, data_path=data_path, progress=lambda msg: status.update(msg)
+                    cfg, data_path=data_path, progress=lambda msg: status.update(msg),
+                    force=force,
                 )
     except GateError as e:
-        if as_json:
-            echo_json(e.result)
+        if as_json:  # one document: the run's result with the error in it
+            echo_json({**error_json(e), **e.result})
         else:
             _print_summary(err, e.result)
         raise
     out = result.to_dict()
     if as_json:
         echo_json(out)
+    elif result.duplicate_of:
+        Console().print(
+            f"[bold yellow]already registered[/]: {result.duplicate_of} was trained from the "
+            f"same config, data and code; nothing trained (--force trains anyway)")
     else:
         _print_summary(Console(), out)
 
@@ -70,9 +78,22 @@ def _print_summary(console: object, r: dict[str, object]) -> None:
         table.add_row(g["name"], _fmt(g["value"]), f"{g['op']} {_fmt(g['threshold'])}",
                       "[green]pass[/]" if g["passed"] else "[red]FAIL[/]")
     console.print(table)
+    base = metrics.get("baseline", {})
     keys = [k for k in ("mae", "rmse", "r2", "accuracy", "macro_f1") if k in i8]
     console.print("metrics (float -> int8): " + ", ".join(
         f"{k} {_fmt(f32.get(k))} -> {_fmt(i8.get(k))}" for k in keys))
+    if base:
+        console.print(f"trivial baseline ({base.get('strategy')}): " + ", ".join(
+            f"{k} {_fmt(base.get(k))}" for k in keys if k in base))
+    if "output_step" in metrics:
+        console.print(f"int8 output step: {_fmt(metrics['output_step'])} target units")
+    parity = metrics.get("parity", {})
+    if parity.get("output_rows"):
+        console.print(
+            f"TFLite vs TFLM: {parity['max_lsb']} LSB per operator; end to end up to"
+            f" {parity['output_max_lsb']} LSB on test rows {parity['output_rows'][:8]}"
+            " (rounding ties growing through later layers; the device and the HIL reference"
+            " both run TFLM)")
     tail = i8.get("long_tail")
     if tail:
         console.print(f"long tail ({tail['slice']}, {tail['rows']} rows): mae {_fmt(tail['mae'])}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,23 @@ def dequantize(q: np.ndarray, t: TensorInfo) -> np.ndarray:
     return (np.asarray(q, dtype=np.float32) - t.zero_point) * np.float32(t.scale)
 
 
+def to_target_units(q: np.ndarray, output: Mapping[str, Any]) -> np.ndarray:
+    """int8 model outputs -> the target's own units, as every consumer must read them.
+
+    A regression model predicts the standardized target, so its int8 range spans the data
+    instead of [0, max] (TFLite ranges always include 0); `output` is the manifest's
+    `model.output` record: `scale`, `zero_point` and, for such models, `target_mean` and
+    `target_scale` (absent in older versions: identity). value = mean + tscale * (q - zp) * s.
+    """
+    deq = (np.asarray(q, dtype=np.float64) - float(output["zero_point"])) * float(
+        output["scale"]
+    )
+    mean = float(output.get("target_mean", 0.0))
+    tscale = float(output.get("target_scale", 1.0))
+    result: np.ndarray = mean + tscale * deq
+    return result
+
+
 def run_tflite(model: bytes, x: np.ndarray, *, reference_kernels: bool = True) -> np.ndarray:
     """Run every row of `x` (already in the input dtype) through the LiteRT interpreter.
 
@@ -35,13 +53,7 @@ def run_tflite(model: bytes, x: np.ndarray, *, reference_kernels: bool = True) -
     ones TFLM's are derived from; the default optimized path (XNNPACK) rounds differently
     by up to an LSB, which would hide a real TFLM discrepancy in noise.
     """
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:  # pragma: no cover
-        try:
-            from tflite_runtime.interpreter import Interpreter, OpResolverType
-        except ImportError as e:
-            raise ModelError("no TFLite interpreter: install the ml extra") from e
+    Interpreter, OpResolverType = _litert()
     resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
     interp: Any = Interpreter(
         model_content=model, num_threads=1, experimental_op_resolver_type=resolver
@@ -56,6 +68,62 @@ def run_tflite(model: bytes, x: np.ndarray, *, reference_kernels: bool = True) -
         interp.invoke()
         results.append(np.array(interp.get_tensor(out["index"])).reshape(-1))
     return np.stack(results) if results else np.zeros((0, 0))
+
+
+def _litert() -> tuple[Any, Any]:
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:  # pragma: no cover
+        try:
+            from tflite_runtime.interpreter import Interpreter, OpResolverType
+        except ImportError as e:
+            raise ModelError("no TFLite interpreter: install the ml extra") from e
+    return Interpreter, OpResolverType
+
+
+def layer_parity(model: bytes, x: np.ndarray) -> list[dict[str, Any]]:
+    """Operator by operator, |TFLite - TFLM| in output LSB when TFLM is given exactly the
+    inputs TFLite gave that operator: a runtime mismatch shows at the operator that has it,
+    undiluted and not inflated by how later layers amplify an earlier 1-LSB rounding tie.
+
+    Returns one record per operator: index, op, max_lsb, and the rows where it differs.
+    """
+    from tflite_micro.python.tflite_micro import runtime
+
+    from tinyship.convert.tflite_info import single_op_models
+
+    interpreter, resolver = _litert()
+    interp: Any = interpreter(
+        model_content=model, num_threads=1,
+        experimental_op_resolver_type=resolver.BUILTIN_REF,
+        experimental_preserve_all_tensors=True,
+    )
+    interp.allocate_tensors()
+    inp = interp.get_input_details()[0]
+    shape = tuple(int(d) for d in inp["shape"])
+    ops = single_op_models(model)
+    wanted = sorted({t for op in ops for t in (*op.inputs, op.output)})
+    seen: dict[int, list[np.ndarray]] = {t: [] for t in wanted}
+    for row in np.asarray(x):
+        interp.set_tensor(inp["index"], np.asarray(row, dtype=inp["dtype"]).reshape(shape))
+        interp.invoke()
+        for t in wanted:
+            seen[t].append(np.array(interp.get_tensor(t)))
+    records = []
+    for op in ops:
+        arena = 16 * 1024 + 8 * sum(seen[t][0].size for t in (*op.inputs, op.output))
+        micro: Any = runtime.Interpreter.from_bytes(op.model, arena_size=arena)
+        worst = np.zeros(len(x), dtype=np.int64)
+        for r in range(len(x)):
+            for j, t in enumerate(op.inputs):
+                micro.set_input(seen[t][r], j)
+            micro.invoke()
+            got = np.array(micro.get_output(0)).astype(np.int64).reshape(-1)
+            want = seen[op.output][r].astype(np.int64).reshape(-1)
+            worst[r] = int(np.abs(got - want).max()) if got.size else 0
+        records.append({"index": op.index, "op": op.name, "max_lsb": int(worst.max(initial=0)),
+                        "rows": np.flatnonzero(worst).tolist()})
+    return records
 
 
 class TflmRunner:

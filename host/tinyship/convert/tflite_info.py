@@ -144,3 +144,53 @@ def check_profile(info: ModelInfo, profile_name: str) -> list[str]:
         if t.dtype != "int8":
             problems.append(f"tensor '{t.name}' is {t.dtype}, expected int8")
     return problems
+
+
+
+@dataclass(frozen=True)
+class SingleOp:
+    """One operator of a model, cut out as a model of its own (see `single_op_models`)."""
+
+    index: int  # position in the model's operator list
+    name: str  # builtin operator name
+    inputs: list[int]  # the full model's tensor indices fed to the cut-out's inputs, in order
+    output: int  # the full model's tensor index of its (first) output
+    model: bytes
+
+
+def _constant(m: Any, tensor: Any) -> bool:
+    """A tensor with data in the flatbuffer (weights, biases, shapes), not an activation."""
+    buf = m.buffers[tensor.buffer] if m.buffers else None
+    return buf is not None and (
+        (buf.data is not None and len(buf.data) > 0) or bool(getattr(buf, "offset", 0)))
+
+
+def single_op_models(model: bytes) -> list[SingleOp]:
+    """Every operator as a one-operator model with the same tensors, quantization and
+    constant buffers; its inputs are the operator's non-constant inputs.
+
+    Why: to compare two runtimes operator by operator on identical inputs. End to end, a
+    1-LSB rounding tie in one layer propagates and grows (2 LSB after three Dense layers,
+    10 LSB after a softmax near p = 0.5), which says nothing about whether the runtimes
+    compute each operator alike.
+    """
+    import flatbuffers
+
+    schema = _schema()
+    names = _op_names(schema)
+    count = len(schema.ModelT.InitFromPackedBuf(bytearray(model), 0).subgraphs[0].operators or [])
+    out: list[SingleOp] = []
+    for k in range(count):
+        m = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)  # a fresh copy to cut
+        g = m.subgraphs[0]
+        op = g.operators[k]
+        code = m.operatorCodes[op.opcodeIndex]
+        ins = [int(i) for i in op.inputs if i >= 0 and not _constant(m, g.tensors[int(i)])]
+        g.inputs = np.array(ins, dtype=np.int32)
+        g.outputs = np.array([op.outputs[0]], dtype=np.int32)
+        g.operators = [op]
+        builder = flatbuffers.Builder(len(model) + 1024)
+        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+        out.append(SingleOp(k, name, ins, int(op.outputs[0]), bytes(builder.Output())))
+    return out

@@ -16,10 +16,19 @@ from tinyship.errors import ModelError
 
 @dataclass
 class TrainResult:
-    model: Any  # keras.Model, float, predicts the target in its own units
+    #: keras.Model, float. Regression: predicts the standardized target
+    #: (y - target_mean) / target_scale; classification: class probabilities.
+    model: Any
     epochs_run: int
     seconds: float
     history: dict[str, list[float]]
+    target_mean: float = 0.0
+    target_scale: float = 1.0
+
+    def to_target_units(self, pred: np.ndarray) -> np.ndarray:
+        """Model outputs in the target's units (identity for classification)."""
+        out: np.ndarray = self.target_mean + self.target_scale * np.asarray(pred, np.float64)
+        return out
 
 
 def build_model(n_features: int, n_outputs: int, task: str, spec: ModelSection) -> Any:
@@ -59,8 +68,10 @@ def fit(
 ) -> TrainResult:
     """Train with early stopping on the validation split.
 
-    For regression the target is standardised while training and the scale is folded back
-    into the last Dense layer, so the saved model predicts in target units.
+    For regression the model learns the standardized target and keeps predicting it: its
+    int8 output range then spans the data (a TFLite range always includes 0, so a target of
+    62..100 in its own units would use ~100 of 256 levels). The mean and scale travel with
+    the model (manifest, C header, device INFO) so every consumer reads target units.
     """
     tf = quiet_tensorflow()
     keras = tf.keras
@@ -105,12 +116,8 @@ def fit(
         ],
     )
     seconds = time.monotonic() - t0
-    if task == "regression":
-        last = model.layers[-1]
-        w, b = last.get_weights()
-        last.set_weights([w * y_sigma, b * y_sigma + y_mu])
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    return TrainResult(model, len(history.get("loss", [])), seconds, history)
+    return TrainResult(model, len(history.get("loss", [])), seconds, history, y_mu, y_sigma)
 
 
 def predict(model: Any, x: np.ndarray) -> np.ndarray:
