@@ -89,11 +89,12 @@ def _print_summary(console: object, r: dict[str, object]) -> None:
         console.print(f"int8 output step: {_fmt(metrics['output_step'])} target units")
     parity = metrics.get("parity", {})
     if parity.get("output_rows"):
+        grew = parity["output_max_lsb"] > parity["max_lsb"]
         console.print(
             f"TFLite vs TFLM: {parity['max_lsb']} LSB per operator; end to end up to"
             f" {parity['output_max_lsb']} LSB on test rows {parity['output_rows'][:8]}"
-            " (rounding ties growing through later layers; the device and the HIL reference"
-            " both run TFLM)")
+            + (" (rounding ties grown through later layers)" if grew else "")
+            + "; the device and the HIL reference both run TFLM")
     tail = i8.get("long_tail")
     if tail:
         console.print(f"long tail ({tail['slice']}, {tail['rows']} rows): mae {_fmt(tail['mae'])}")
