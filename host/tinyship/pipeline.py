@@ -11,13 +11,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinyship import __version__
 from tinyship.config import Config
 from tinyship.errors import DataError, GateError
+
+if TYPE_CHECKING:
+    from tinyship.registry import Registry
 
 Progress = Callable[[str], None]
 
@@ -154,15 +157,13 @@ def training_key(cfg: Config, data_sha256: str) -> str:
     import hashlib
     import json
 
-    conf = cfg.to_dict()
-    conf["project"] = {k: v for k, v in dict(conf["project"]).items()  # type: ignore[call-overload]
-                       if k != "registry"}
+    conf = cfg.model_dump(mode="json", exclude={"base_dir": True, "project": {"registry"}})
     blob = json.dumps({"config": conf, "data": data_sha256, "code": code_fingerprint()},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def find_identical(registry: Any, key: str) -> str | None:
+def find_identical(registry: Registry, key: str) -> str | None:
     """The newest version trained from the same config, data and code, if any (versions
     with an unreadable manifest are skipped: they are reported by `registry list`)."""
     from tinyship.errors import RegistryError
@@ -219,7 +220,7 @@ def _parity_detail(p: dict[str, Any], n: int) -> str:
 
 
 def _duplicate_result(
-    registry: Any, version: str, data_info: dict[str, Any], timings: dict[str, float]
+    registry: Registry, version: str, data_info: dict[str, Any], timings: dict[str, float]
 ) -> PipelineResult:
     """The result of a run that found its twin already registered: that version's record."""
     m = registry.manifest(version)
