@@ -112,7 +112,11 @@ def layer_parity(model: bytes, x: np.ndarray) -> list[dict[str, Any]]:
     records = []
     for op in ops:
         arena = 16 * 1024 + 8 * sum(seen[t][0].size for t in (*op.inputs, op.output))
-        micro: Any = runtime.Interpreter.from_bytes(op.model, arena_size=arena)
+        try:
+            micro: Any = runtime.Interpreter.from_bytes(op.model, arena_size=arena)
+        except RuntimeError as e:
+            raise ModelError(f"TFLM could not run operator {op.index} ({op.name}) alone: {e}"
+                             ) from e
         worst = np.zeros(len(x), dtype=np.int64)
         for r in range(len(x)):
             for j, t in enumerate(op.inputs):
