@@ -127,14 +127,6 @@ def task_metrics(
     return m
 
 
-def pick_golden(y: np.ndarray, k: int) -> np.ndarray:
-    """Indices of k test rows spread over the target's range (boot self-test vectors)."""
-    order = np.argsort(y, kind="stable")
-    k = min(k, len(order))
-    picked: np.ndarray = order[np.linspace(0, len(order) - 1, k).round().astype(int)]
-    return picked
-
-
 def code_fingerprint() -> str:
     """SHA-256 over tinyship's own sources and the versions of the libraries that train,
     convert and run the model: "the same code" for duplicate detection, with or without git."""
@@ -247,7 +239,7 @@ def run_pipeline(
     Training again on the same config, data and code registers nothing unless `force`:
     the result then names the existing version (`duplicate_of`).
     """
-    from tinyship.convert import carray, quantize, runtimes, tflite_info
+    from tinyship.convert import arith, carray, golden, quantize, runtimes, tflite_info
     from tinyship.data.checks import model_features, run_checks
     from tinyship.data.load import fingerprint, load_dataset
     from tinyship.gates import GATE_HINTS, GateInputs, evaluate
@@ -322,6 +314,7 @@ def run_pipeline(
         int8_tflite = quantize.to_int8_tflite(
             export_model, x_tr[np.sort(rep_idx)], cfg.quantization.profile
         )
+        int8_tflite = arith.harmonize_scales(int8_tflite)  # same multipliers on every runtime
         info = tflite_info.inspect_model(int8_tflite)
         profile_problems = tflite_info.check_profile(info, cfg.quantization.profile)
         tin, tout = info.inputs[0], info.outputs[0]
@@ -402,7 +395,15 @@ def run_pipeline(
             hint="; ".join(hints) or None,
         )
 
-    golden = pick_golden(y_te, cfg.quantization.golden_vectors)
+    # A per-channel model must fail its self-test on a library that reads weights per
+    # tensor: take the rows such a board gets most wrong among the golden vectors.
+    misread = golden.per_tensor_misread(int8_tflite)
+    faults = [runtimes.run_tflm(misread, xq, 2 * arena)] if misread is not None else []
+    golden_rows = golden.pick_golden(
+        xq, out_tflm, task=task, k=cfg.quantization.golden_vectors,
+        input_zero_point=tin.zero_point, labels=y_te if task == "classification" else None,
+        fault_outputs=faults,
+    )
     with timer.stage("register", f"writing registry version to {registry.root}"), \
             registry.stage() as staged:
         assert staged.version is not None
@@ -420,8 +421,8 @@ def run_pipeline(
                 arena_bytes=arena,
                 feature_mean=[float(v) for v in scaler.mean],
                 feature_std=[float(v) for v in scaler.std],
-                golden_inputs=xq[golden],
-                golden_outputs=out_tflm[golden],
+                golden_inputs=xq[golden_rows],
+                golden_outputs=out_tflm[golden_rows],
                 target_mean=trained.target_mean,
                 target_scale=trained.target_scale,
                 tool_version=__version__,
