@@ -328,10 +328,13 @@ def test_firmware_build_refuses_a_damaged_version(
     from tinyship.firmware.build import build
 
     root, version = damaged_copy("firmware/tinyship_model_data.cc")
-    (tmp_path / "platformio.ini").write_text(
-        "[env:newlib]\ncustom_tinyship_profile = tflm-current\n")
+    (tmp_path / "platformio.ini").write_text(  # an env whose library pin passes its check
+        "[env:mbed]\nplatform = platformio/nordicnrf52 @ 10.4.0\nboard = nano33ble\n"
+        "custom_tinyship_profile = tflm-arduino-2023\nlib_deps =\n"
+        "    https://github.com/spaziochirale/Chirale_TensorFlowLite.git"
+        "#46da2f989205a9216229d38cd3d1c657d79d6781\n")
     with pytest.raises(RegistryError, match=r"damaged: firmware/tinyship_model_data\.cc"):
-        build(tmp_path, Registry(root), "newlib", version, pio=[str(tmp_path / "no-pio")])
+        build(tmp_path, Registry(root), "mbed", version, pio=[str(tmp_path / "no-pio")])
 
 
 def test_select_model_copies_only_files_matching_the_manifest(

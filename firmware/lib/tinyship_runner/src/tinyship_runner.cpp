@@ -5,12 +5,18 @@
 #include <new>
 #include <string.h>
 
-#if defined(__has_include)
-#if __has_include(<TensorFlowLite.h>)
-// Umbrella header of the official Arduino library; also the anchor PlatformIO's
-// library finder uses to pick the library up. Absent in esp-tflite-micro.
-#include <TensorFlowLite.h>
-#endif
+// Each env's TFLM library, included by its own header: PlatformIO's library finder builds
+// a library only when a source includes one of its headers (`__has_include(<...>)` alone
+// does not pull it in), and the TFLM headers below are common to every TFLM library.
+#if defined(ARDUINO_ARCH_MBED)
+// nano33ble and nanorp2040connect: Chirale_TensorFlowLite (lib_deps). Its umbrella header
+// includes the mbed core's Arduino.h, which defines a function-like abs(x) macro; TFLM
+// headers that call std::abs (micro_utils.h, quantization_util.h) do not compile after it.
+#include <Chirale_TensorFlowLite.h>
+#undef abs
+#elif defined(ESP_PLATFORM)
+// esp32s3: esp-tflite-micro is an ESP-IDF component (src/idf_component.yml), linked by the
+// IDF build; it has no umbrella header.
 #endif
 
 #include "tensorflow/lite/micro/micro_interpreter.h"

@@ -7,17 +7,23 @@
 // model's CRC-32 against TINYSHIP_MODEL_CRC32 before touching the flatbuffer;
 // runs int8 inference.
 //
-// TFLM API relied on (see tinyship_runner.cpp):
+// TFLM library per env (pinned in platformio.ini / src/idf_component.yml; checked by the
+// table in host/tinyship/tflm_libraries.py, evidence in firmware/README.md):
+//   nano33ble, nanorp2040connect  Chirale_TensorFlowLite 2.0.0 (TFLM of 2023-01-14)
+//   esp32s3                       esp-tflite-micro 1.3.4 (TFLM of 2025-09-01)
+// tinyship_runner.cpp includes each env's library header by name (see there).
+//
+// TFLM API relied on (see tinyship_runner.cpp), present in every pinned library:
 //   MicroInterpreter(const Model*, const MicroOpResolver&, uint8_t* arena,
 //                    size_t arena_size)   -- the 4-argument form.
-// It exists in the official Arduino library (tflite-micro-arduino-examples) at
-// the commit platformio.ini pins (0b8e7c15, 2023 sync), next to a deprecated
-// ErrorReporter* overload; older commits of that library (e.g. e07de445) only
-// have the form with a mandatory ErrorReporter* and will not compile. Current
-// TFLM and Espressif esp-tflite-micro 1.3.x have it too (ErrorReporter overload
-// removed; optional resource_variables, profiler and preserve_all_tensors
-// arguments follow), so one call site serves both profiles.
-// arena_used_bytes() exists in all supported versions.
+// Chirale_TensorFlowLite 2.0.0 and esp-tflite-micro 1.3.4 have only the ErrorReporter-free
+// constructors (optional resource_variables and profiler arguments follow; 1.3.4 adds
+// preserve_all_tensors). The official Arduino library at 0b8e7c15 (TFLM of 2022-09-20, Nano
+// 33 BLE only) has the same form next to a deprecated ErrorReporter* overload; TFLM from
+// before 2022-09, which required the ErrorReporter*, is not supported.
+// Also: AllocateTensors(), Invoke(), input(0)/output(0) (TfLiteTensor: type, bytes,
+// data.int8), arena_used_bytes(), MicroMutableOpResolver<N>() and its Add* methods named
+// in tinyship_model_ops.h, GetModel(), Model::version(), TFLITE_SCHEMA_VERSION.
 #ifndef TINYSHIP_RUNNER_H
 #define TINYSHIP_RUNNER_H
 

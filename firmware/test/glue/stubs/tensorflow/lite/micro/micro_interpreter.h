@@ -1,8 +1,20 @@
-// Host stub of tflite::MicroInterpreter with the 4-argument constructor the
-// runner relies on. The "model" it runs: out[k] = clamp(sum(in) + k), which
-// the glue test's fake registry uses for its golden vectors.
+// Host stub of tensorflow/lite/micro/micro_interpreter.h: exactly what tinyship_runner.cpp
+// uses, with the signatures of the pinned libraries (Chirale_TensorFlowLite 2.0.0,
+// esp-tflite-micro 1.3.4; checked against their headers, see firmware/README.md):
+//   MicroInterpreter(const Model*, const MicroOpResolver&, uint8_t*, size_t, ...)  (the
+//     real ones add defaulted resource_variables/profiler[/preserve_all_tensors] arguments)
+//   TfLiteStatus AllocateTensors(); TfLiteStatus Invoke();
+//   TfLiteTensor* input(size_t); TfLiteTensor* output(size_t);
+//   size_t arena_used_bytes() const;
+//   TFLITE_SCHEMA_VERSION (defined in this header in TFLM), TfLiteStatus, TfLiteType and
+//   TfLiteTensor's type, data.int8 and bytes (tensorflow/lite/c/common.h).
+// The "model" it runs: out[k] = clamp(sum(in) + k), which the glue test's fake registry
+// uses for its golden vectors.
 #ifndef TINYSHIP_STUB_INTERPRETER_H
 #define TINYSHIP_STUB_INTERPRETER_H
+#ifdef abs
+#error "abs is a macro here: the mbed core's Arduino.h defines it and TFLM headers that call std::abs (micro_utils.h, quantization_util.h) fail; #undef abs after the library header"
+#endif
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -30,12 +42,10 @@ class MicroOpResolver;
 class MicroInterpreter {
  public:
   MicroInterpreter(const Model *model, const MicroOpResolver &resolver, uint8_t *arena,
-                   size_t arena_size, void *resource_variables = nullptr, void *profiler = nullptr)
+                   size_t arena_size)
       : arena_(arena), arena_size_(arena_size) {
     (void)model;
     (void)resolver;
-    (void)resource_variables;
-    (void)profiler;
   }
   TfLiteStatus AllocateTensors() {
     if (g_stub_input_bytes + g_stub_output_bytes > arena_size_) return kTfLiteError;

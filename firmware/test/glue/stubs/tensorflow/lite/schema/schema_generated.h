@@ -1,4 +1,6 @@
-// Host stub of the TFLM schema header (only what tinyship_runner uses).
+// Host stub of tensorflow/lite/schema/schema_generated.h: what tinyship_runner.cpp uses,
+// as in the pinned libraries: `inline const tflite::Model *GetModel(const void *buf)` and
+// `uint32_t Model::version() const`.
 #ifndef TINYSHIP_STUB_SCHEMA_H
 #define TINYSHIP_STUB_SCHEMA_H
 #include <stdint.h>
