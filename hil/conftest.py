@@ -28,7 +28,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--registry", default=None, help="Registry folder [default: the config's, "
                 "else ./models].")
     g.addoption("--hil-config", default=None, help="Project config (registry, [board] budget).")
-    g.addoption("--baud", type=int, default=115200, help="Line rate [115200; 0 = unpaced].")
+    g.addoption("--baud", type=int, default=None,
+                help="Line rate [115200; 0 = unpaced]. Given for firmware that does not report "
+                "its link, it means a physical UART (link utilisation is computed).")
     g.addoption("--tolerance-lsb", type=int, default=0, help="Allowed int8 difference.")
     g.addoption("--limit", type=int, default=None, help="Validate only the first N vectors.")
     g.addoption("--hil-timeout", type=float, default=1.0, help="Base reply timeout (s).")
@@ -42,6 +44,8 @@ class Target:
     board: Any
     baud: int
     virtual: bool
+    #: --baud was given: a physical UART at that rate (when the device does not say).
+    baud_is_physical: bool = False
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +63,11 @@ def target(pytestconfig: pytest.Config) -> Iterator[Target]:
     except RegistryError as e:
         pytest.skip(f"no model to validate: {e} (train one with `tinyship train`, or pass "
                     "--registry/--model)")
-    baud = int(opt("--baud"))
+    given = opt("--baud")
+    baud = 115200 if given is None else int(given)
     if opt("--device"):
-        yield Target(opt("--device"), registry, version, board, baud, False)
+        yield Target(opt("--device"), registry, version, board, baud, False,
+                     baud_is_physical=given is not None)
         return
     from tinyship.device.virtual import VirtualBoard
 
@@ -82,5 +88,6 @@ def report(target: Target, client: DeviceClient, pytestconfig: pytest.Config) ->
     """The validation report, computed once per session on the shared client."""
     return validate(target.url, target.registry, target.version, board_cfg=target.board,
                     tolerance_lsb=pytestconfig.getoption("--tolerance-lsb"), baud=target.baud,
+                    baud_is_physical=target.baud_is_physical,
                     limit=pytestconfig.getoption("--limit"), client=client,
                     robustness_probe=False)

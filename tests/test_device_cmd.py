@@ -31,6 +31,9 @@ def test_info_reports_version_and_matches_registry(
         res = CliRunner().invoke(cli, ["device", "info", "--device", vb.url])
         assert f"model_version      {version}" in res.output
         assert "self_test          pass" in res.output
+        assert "link               stream" in res.output  # unpaced: no byte rate
+        assert out["device"]["link"] == {"kind": 3, "baud": 0, "rx_window": 0,
+                                         "kind_name": "stream"}
 
 
 def test_info_expect_mismatch_exits_validation(

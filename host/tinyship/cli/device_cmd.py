@@ -68,6 +68,11 @@ def info_cmd(url: str, baud: int, expect: str | None, config_path: Path | None,
         for k in keys:
             if info.get(k) is not None:
                 click.echo(f"{k:18} {info[k]}")
+        link = info.get("link") or {}
+        if link:
+            extra = (f" {link.get('baud')} baud, {link.get('rx_window')}-byte receive window"
+                     if link.get("kind_name") == "uart" else "")
+            click.echo(f"{'link':18} {link.get('kind_name')}{extra}")
         st = info.get("self_test") or {}
         if st:
             click.echo(f"{'self_test':18} {st.get('status_name')} ({st.get('vectors')} vectors,"

@@ -45,7 +45,10 @@ def _device_url(device: str, registry: Path, model: str | None, board: Any, baud
 @model_option
 @registry_options
 @click.option("--baud", type=click.IntRange(min=0), default=115200, show_default=True,
-              help="Line rate (sets the port; with `virtual` the emulated link; 0 = unpaced).")
+              help="Line rate: sets the port (with `virtual`, the emulated UART; 0 = "
+              "unpaced). Link utilisation is reported when the device says its link is a "
+              "UART; for firmware that does not say, passing --baud means a physical UART "
+              "at that rate.")
 @click.option("--tolerance-lsb", type=click.IntRange(0, 255), default=0, show_default=True,
               help="Allowed |device - reference| per int8 output (0 = bit exact).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -61,7 +64,9 @@ def _device_url(device: str, registry: Path, model: str | None, board: Any, baud
 @click.option("--faults", "faults_spec", default=None, metavar="SPEC",
               help="With --device virtual: fault injection, as `tinyship emulator --faults`.")
 @json_option
-def hil(device: str, model: str | None, config_path: Path | None, registry_dir: Path | None,
+@click.pass_context
+def hil(ctx: click.Context, device: str, model: str | None, config_path: Path | None,
+        registry_dir: Path | None,
         baud: int, tolerance_lsb: int, limit: int | None, timeout_s: float, junit: Path | None,
         csv_path: Path | None, plot: Path | None, faults_spec: str | None, as_json: bool) -> None:
     """Validate a model version on a device: identity, parity, metric, latency, link."""
@@ -84,8 +89,10 @@ def hil(device: str, model: str | None, config_path: Path | None, registry_dir: 
         def on_progress(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
+        explicit_baud = ctx.get_parameter_source("baud") is not click.core.ParameterSource.DEFAULT
         report = validate(url, registry, version, board_cfg=board, tolerance_lsb=tolerance_lsb,
-                          baud=baud, limit=limit, timeout_s=timeout_s, on_progress=on_progress)
+                          baud=baud, baud_is_physical=explicit_baud, limit=limit,
+                          timeout_s=timeout_s, on_progress=on_progress)
     if junit is not None:
         report.write_junit(junit)
     if csv_path is not None:
@@ -113,12 +120,12 @@ def _summary(report: Any, url: str) -> None:
     for c in report.checks:
         t.add_row(c.name, "[green]pass[/]" if c.passed else "[red]FAIL[/]", c.detail)
     out.print(t)
+    from tinyship.hil.linkrate import describe
+
     lat, rtt = report.latency_us, report.round_trip_ms
-    util = ("" if report.link_utilization is None
-            else f", {report.link_utilization:.0%} of the link")
-    vps = f"{report.throughput_vps:.0f}" if report.throughput_vps else "-"
     out.print(f"{report.vectors} vectors, {report.mismatches} mismatches, max diff "
               f"{report.max_lsb_diff} LSB; latency p50/p99/max {lat.get('p50')}/{lat.get('p99')}/"
               f"{lat.get('max')} µs; round trip p50 {rtt.get('p50') or 0:.1f} ms; "
-              f"{vps} vectors/s{util}; {report.retries} retries, {report.errors} errors")
+              f"{report.retries} retries, {report.errors} errors")
+    out.print(f"link: {describe(report.link)}", highlight=False)
     out.print("[green]PASSED[/]" if report.passed else "[red]FAILED[/]")

@@ -9,8 +9,12 @@
 * After `REOPEN_AFTER_TIMEOUTS` timeouts in a row the port is reopened (a reset that clears
   a hung board; on USB the board is found again by VID/PID/serial number).
 * Every frame starts with 0x00, so the device resynchronises after garbage.
-* `infer` splits a test set into batches sized from the device's max payload and keeps up
-  to `window` requests in flight, so throughput is bound by the link, not by round trips.
+* `infer` splits a test set into batches and keeps up to `window` requests in flight, so
+  throughput is bound by the link, not by round trips. On a UART the board can buffer only
+  `rx_window` bytes while it is busy (INFO `TS_TLV_LINK`; more are lost): the frames sent
+  after the oldest unanswered request then stay within that many bytes (PROTOCOL.md
+  section 8), and batches are sized so that this window keeps the wire busy
+  (`windowed_batch`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -36,6 +41,9 @@ WIRE_TIME_MARGIN = 2.0
 MAX_RETRIES = 5
 #: Requests in flight at once while streaming INFER batches.
 PIPELINE_WINDOW = 3
+#: Byte times allowed, when sizing batches for a receive window, for what happens between
+#: a request's last byte and its reply's first: the device computing, the host reacting.
+WINDOW_SLACK_BYTES = 32
 #: Consecutive reply timeouts after which the port is reopened (resets a hung board).
 REOPEN_AFTER_TIMEOUTS = 2
 #: Failed sends of an INFER batch after which it is split in two (halving until 1 vector).
@@ -66,6 +74,8 @@ class Counters:
     resets_seen: int = 0
     splits: int = 0
     max_in_flight: int = 0
+    #: Most wire bytes of requests in flight behind the oldest one (kept <= rx_window).
+    max_behind_bytes: int = 0
     error_codes: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -79,6 +89,7 @@ class Counters:
                 "stale_replies": self.stale_replies, "reconnects": self.reconnects,
                 "resets_seen": self.resets_seen, "splits": self.splits,
                 "max_in_flight": self.max_in_flight,
+                "max_behind_bytes": self.max_behind_bytes,
                 "error_codes": dict(self.error_codes)}
 
 
@@ -112,6 +123,45 @@ class InferResult:
     batch_sizes: list[int]
     wire_bytes: int              # bytes on the wire for the accepted exchanges, both ways
     elapsed_s: float
+    #: Bytes the transport actually wrote / read while streaming (resends, noise included).
+    bytes_tx: int = 0
+    bytes_rx: int = 0
+
+
+def windowed_batch(input_size: int, output_size: int, rx_window: int, *,
+                   max_payload: int = P.MAX_PAYLOAD, max_in_flight: int = PIPELINE_WINDOW,
+                   slack_bytes: int = WINDOW_SLACK_BYTES) -> int:
+    """Vectors per INFER that move the most input bytes per second through a UART whose
+    board buffers `rx_window` bytes while busy.
+
+    In wire byte times (the same on both directions): a request of `c` vectors takes
+    `f(c)` on the way in, its reply `r(c)` on the way out, and stays unanswered about
+    `f + r + slack_bytes`. The frames sent after the oldest unanswered one must fit in
+    `rx_window` (and `max_in_flight` caps them), so `k = 1 + min(rx_window // f,
+    max_in_flight - 1)` are in flight; requests complete at most every `max(f, r,
+    (f + r + slack) / k)`. The result maximises `c * input_size` over that, the input
+    payload rate; when no request fits behind another, stop-and-wait favours the largest.
+
+    >>> windowed_batch(8, 1, 256)   # the bundled model on a 256-byte Arduino buffer
+    30
+    """
+    best, best_rate = 1, -1.0
+    for c in range(1, _max_batch(input_size, output_size, max_payload) + 1):
+        f = P.wire_frame_size(2 + c * input_size)
+        r = P.wire_frame_size(2 + c * (4 + output_size))
+        k = 1 + min(rx_window // f, max(0, max_in_flight - 1))
+        rate = c * input_size / max(f, r, (f + r + slack_bytes) / k)
+        if rate >= best_rate:
+            best, best_rate = c, rate
+    return best
+
+
+def _max_batch(input_size: int, output_size: int, max_payload: int) -> int:
+    n = P.max_batch(input_size, output_size, max_payload)
+    if n < 1:
+        raise ProtocolError(f"one vector ({input_size} in, {output_size} out) does not fit "
+                            f"the device's {max_payload}-byte payload")
+    return n
 
 
 def _splitter(chunk: np.ndarray, output_size: int) -> Callable[[_Job], list[_Job]] | None:
@@ -142,14 +192,19 @@ class DeviceClient:
         reply_timeout_s: float = REPLY_TIMEOUT_S,
         max_retries: int = MAX_RETRIES,
         window: int = PIPELINE_WINDOW,
+        rx_window: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
+        if rx_window is not None and rx_window < 0:
+            raise ValueError("rx_window must be >= 0 (0: no limit)")
         self.transport = transport
         self.reply_timeout_s = reply_timeout_s
         self.max_retries = max_retries
+        #: Most requests in flight at once.
         self.window = window
+        self._rx_window = rx_window
         self._clock = clock
         self._reader = P.FrameReader()
         self._seq = 0
@@ -239,15 +294,28 @@ class DeviceClient:
         job = _Job((0,), int(cmd), payload, parse)
         return self._run([job])[0].value
 
+    @property
+    def rx_window(self) -> int | None:
+        """Bytes the frames sent after the oldest unanswered request may take (None: no
+        limit): the constructor's `rx_window`, else what the device advertised in INFO."""
+        if self._rx_window is not None:
+            return self._rx_window or None
+        link = self.info.link if self.info is not None else None
+        return link.rx_window if link is not None and link.rx_window > 0 else None
+
     def batch_size(self) -> int:
+        """Vectors per INFER: the most that fit the payload, or on a receive window the
+        size that keeps the wire busiest within it (`windowed_batch`)."""
         info = self.info or self.hello()
         if not info.input_size or not info.output_size:
             raise ProtocolError("device INFO lacks input/output size")
-        n = P.max_batch(info.input_size, info.output_size, info.max_payload or P.MAX_PAYLOAD)
-        if n < 1:
-            raise ProtocolError(f"one vector ({info.input_size} in, {info.output_size} out) "
-                                f"does not fit the device's {info.max_payload}-byte payload")
-        return n
+        max_payload = info.max_payload or P.MAX_PAYLOAD
+        n = _max_batch(info.input_size, info.output_size, max_payload)
+        w = self.rx_window
+        if w is None:
+            return n
+        return windowed_batch(info.input_size, info.output_size, w, max_payload=max_payload,
+                              max_in_flight=self.window)
 
     def infer(self, x: np.ndarray, *, batch_size: int | None = None,
               on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -282,12 +350,15 @@ class DeviceClient:
             if on_progress is not None:
                 on_progress(done_vectors)
 
+        tx0, rx0 = self.transport.bytes_tx, self.transport.bytes_rx
         t0 = self._clock()
         results = self._run(jobs, on_done=progress)
         elapsed = self._clock() - t0
+        moved = {"bytes_tx": self.transport.bytes_tx - tx0,
+                 "bytes_rx": self.transport.bytes_rx - rx0}
         if not results:
             return InferResult(np.zeros((0, out_size), np.int8), np.zeros(0, np.uint32), [],
-                               [], 0, elapsed)
+                               [], 0, elapsed, **moved)
         return InferResult(
             outputs=np.concatenate([r.value[0] for r in results]),
             latencies_us=np.concatenate([r.value[1] for r in results]),
@@ -295,6 +366,7 @@ class DeviceClient:
             batch_sizes=[len(r.value[1]) for r in results],
             wire_bytes=sum(r.wire_tx + r.wire_rx for r in results),
             elapsed_s=elapsed,
+            **moved,
         )
 
     # --- raw access (tests, error-handling checks) ----------------------------------------
@@ -322,6 +394,19 @@ class DeviceClient:
         return self.reply_timeout_s + WIRE_TIME_MARGIN * self.window * \
             self.transport.wire_time_s(per_request)
 
+    def _may_send(self, job: _Job, inflight: OrderedDict[int, _Job]) -> bool:
+        """Within the window: nothing in flight, or fewer than `window` requests and the
+        ones sent after the oldest, with this one, within `rx_window` bytes."""
+        if not inflight:
+            return True
+        if len(inflight) >= self.window:
+            return False
+        w = self.rx_window
+        if w is None:
+            return True
+        behind = sum(j.wire_tx for j in islice(inflight.values(), 1, None))
+        return behind + P.wire_frame_size(len(job.payload)) <= w
+
     def _send(self, job: _Job, inflight: OrderedDict[int, _Job], queue: deque[_Job]) -> None:
         if job.attempts >= SPLIT_AFTER_ATTEMPTS and job.split is not None:
             # A noisy link loses long frames far more often than short ones: halve the batch.
@@ -348,6 +433,8 @@ class DeviceClient:
         job.wire_tx = len(wire)
         inflight[seq] = job
         self.counters.max_in_flight = max(self.counters.max_in_flight, len(inflight))
+        behind = sum(j.wire_tx for j in islice(inflight.values(), 1, None))
+        self.counters.max_behind_bytes = max(self.counters.max_behind_bytes, behind)
         self.transport.write(wire)
 
     def _run(self, jobs: list[_Job], on_done: Callable[[_Job], None] | None = None
@@ -363,7 +450,7 @@ class DeviceClient:
                 queue.appendleft(j)
 
         while queue or inflight:
-            while queue and len(inflight) < self.window:
+            while queue and self._may_send(queue[0], inflight):
                 self._send(queue.popleft(), inflight, queue)
             try:
                 data = self.transport.read()

@@ -16,8 +16,19 @@ from tinyship.errors import TinyshipError
 #: Top-level keys of the JSON report, in order (a contract with CI scripts).
 REPORT_KEYS = (
     "passed", "device", "expected", "vectors", "mismatches", "max_lsb_diff", "metric",
-    "latency_us", "round_trip_ms", "throughput_vps", "link_utilization", "retries", "errors",
+    "latency_us", "round_trip_ms", "throughput_vps", "link", "retries", "errors",
     "checks",
+)
+#: `link` figures written as JUnit properties (`link_<name>`), in this order.
+_JUNIT_LINK = (
+    ("kind", ("kind",)), ("physical", ("physical",)), ("baud", ("baud",)),
+    ("byte_rate", ("byte_rate",)), ("vectors_per_s", ("vectors_per_s",)),
+    ("host_to_device_bytes_per_s", ("host_to_device", "bytes_per_s")),
+    ("host_to_device_utilization", ("host_to_device", "utilization")),
+    ("device_to_host_bytes_per_s", ("device_to_host", "bytes_per_s")),
+    ("device_to_host_utilization", ("device_to_host", "utilization")),
+    ("input_payload_bytes_per_s", ("input_payload", "bytes_per_s")),
+    ("input_payload_utilization", ("input_payload", "utilization")),
 )
 
 
@@ -42,7 +53,8 @@ class Report:
     latency_us: dict[str, float | None] = field(default_factory=dict)
     round_trip_ms: dict[str, float | None] = field(default_factory=dict)
     throughput_vps: float | None = None
-    link_utilization: float | None = None
+    #: Link figures per direction (`tinyship.hil.linkrate.link_figures`); empty if none ran.
+    link: dict[str, Any] = field(default_factory=dict)
     retries: int = 0
     errors: int = 0
     checks: list[Check] = field(default_factory=list)
@@ -73,7 +85,7 @@ class Report:
             "vectors": self.vectors, "mismatches": self.mismatches,
             "max_lsb_diff": self.max_lsb_diff, "metric": self.metric,
             "latency_us": self.latency_us, "round_trip_ms": self.round_trip_ms,
-            "throughput_vps": self.throughput_vps, "link_utilization": self.link_utilization,
+            "throughput_vps": self.throughput_vps, "link": self.link,
             "retries": self.retries, "errors": self.errors,
             "checks": [c.to_dict() for c in self.checks],
         }
@@ -96,6 +108,13 @@ class Report:
         props = ET.SubElement(ts, "properties")
         for k in ("model_version", "model_sha256", "board", "firmware_version"):
             ET.SubElement(props, "property", name=k, value=str(self.device.get(k)))
+        # The JSON `link` figures, same names and units; utilisations only on a physical link.
+        for name, keys in _JUNIT_LINK if self.link else ():
+            value: Any = self.link
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+            if value is not None:
+                ET.SubElement(props, "property", name=f"link_{name}", value=str(value))
         for c in self.checks:
             tc = ET.SubElement(ts, "testcase", classname=suite, name=c.name, time="0")
             if c.passed:
