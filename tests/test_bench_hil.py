@@ -1,9 +1,13 @@
-"""Benchmarks: HIL streaming throughput on the virtual board, binary vs MLPerf Tiny text mode.
+"""Benchmarks: HIL streaming throughput on the virtual board, binary vs MLPerf Tiny text mode,
+and how much of a 115200-baud UART the windowed client keeps busy.
 
 The suite runs with `--benchmark-disable`, so each benchmark still runs once as a test; run
 `pytest tests/test_bench_hil.py --benchmark-enable` for timings. Numbers land in
-`benchmark.extra_info` (vectors/s, link utilisation, MLPerf/binary ratio); the assertions
-only require correct outputs, never a speed.
+`benchmark.extra_info` (vectors/s, bytes/s and utilisation per direction, MLPerf/binary
+ratio). Wall-clock speed is never asserted. The UART benchmark asserts its targets on the
+virtual board's modelled clock (`VirtualBoard.link_stats`), with the modelled UART running
+`UART_TIME_SCALE` times slower than real time: the host's scheduling delays on a loaded
+machine are not a property of the link, and count only that fraction there.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from conftest import small_config
 from tinyship.config import Config
 from tinyship.convert.runtimes import to_target_units
 from tinyship.device.client import DeviceClient
@@ -21,6 +27,33 @@ from tinyship.hil import mlperf
 PACED_BAUD = 115_200
 #: MLPerf mode is ~20x slower per vector; a few dozen vectors keep the test short.
 MLPERF_VECTORS = 30
+#: Issue 10 targets on the bundled model's shape (8 int8 inputs, one output, 784 MACs) at
+#: 115200 8N1 (11,520 B/s each way): the host->device wire busy >= 90 % of the time, and
+#: input bytes (8 x vectors/s) >= 85 % of the byte rate.
+UART_H2D_TARGET = 0.90
+UART_PAYLOAD_TARGET = 0.85
+#: The modelled UART runs 4x slower than real time in that benchmark (module docstring).
+UART_TIME_SCALE = 4.0
+#: Vectors streamed (about 1 s of modelled wire time): start and end effects stay small.
+UART_VECTORS = 1500
+
+
+@pytest.fixture(scope="module")
+def bundled_shape_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, str]:
+    """A version shaped like the bundled battery model: 8 features, Dense 32-16-1."""
+    from tinyship.pipeline import run_pipeline
+
+    tmp = tmp_path_factory.mktemp("bundled-shape")
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, size=(800, 8))
+    y = 50 + 10 * np.tanh(x @ rng.normal(size=8)) + 3 * x[:, 0] * x[:, 1]
+    cols = [f"f{i}" for i in range(8)]
+    pd.DataFrame(x, columns=cols).assign(target=y).to_csv(tmp / "data.csv", index=False)
+    cfg = small_config(tmp, tmp / "data.csv", data={"features": cols},
+                       model={"hidden": [32, 16]}, gates={"min_r2": 0.5})
+    result = run_pipeline(cfg)
+    assert result.version is not None
+    return cfg, result.version
 
 
 def _test_set(cfg: Config, version: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -48,13 +81,54 @@ def test_bench_binary_throughput(benchmark: Any, trained_registry: tuple[Config,
         client.hello()
         result = benchmark.pedantic(client.infer_stream, args=(x,), rounds=1, iterations=1)
     assert np.array_equal(result.outputs, ref)
-    vps = len(x) / result.elapsed_s
     benchmark.extra_info["vectors"] = len(x)
-    benchmark.extra_info["vectors_per_s"] = vps
+    benchmark.extra_info["vectors_per_s"] = len(x) / result.elapsed_s
     benchmark.extra_info["wire_bytes_per_vector"] = result.wire_bytes / len(x)
-    if baud:
-        link_vps = baud / (10 * result.wire_bytes / len(x))
-        benchmark.extra_info["link_utilization"] = vps / link_vps
+    benchmark.extra_info["host_to_device_bytes_per_s"] = result.bytes_tx / result.elapsed_s
+    benchmark.extra_info["device_to_host_bytes_per_s"] = result.bytes_rx / result.elapsed_s
+    if baud:  # the paced board is a UART: each direction has baud/10 bytes/s of its own
+        benchmark.extra_info["host_to_device_utilization"] = (
+            result.bytes_tx / result.elapsed_s / (baud / 10))
+        benchmark.extra_info["device_to_host_utilization"] = (
+            result.bytes_rx / result.elapsed_s / (baud / 10))
+
+
+def test_bench_uart_window_keeps_the_host_to_device_wire_busy(
+        benchmark: Any, bundled_shape_registry: tuple[Config, str]) -> None:
+    """The board buffers 256 bytes while busy (INFO link tag); the client sizes batches for
+    that window and keeps the host->device wire busy: figures on the modelled clock."""
+    from tinyship.device.virtual import VirtualBoard
+
+    cfg, version = bundled_shape_registry
+    x, ref, _ = _test_set(cfg, version)
+    reps = -(-UART_VECTORS // len(x))
+    x, ref = np.tile(x, (reps, 1))[:UART_VECTORS], np.tile(ref, (reps, 1))[:UART_VECTORS]
+    with VirtualBoard(cfg.registry_path, version, baud=PACED_BAUD, boot_delay_s=0.05,
+                      time_scale=UART_TIME_SCALE) as vb, DeviceClient.open(vb.url) as client:
+        info = client.hello()
+        vb.link_stats(mark=True)
+        result = benchmark.pedantic(client.infer_stream, args=(x,), rounds=1, iterations=1)
+        link = vb.link_stats()
+    assert link is not None and info.link is not None and info.link.byte_rate is not None
+    assert np.array_equal(result.outputs, ref) and x.shape[1] == 8
+    # the modelled wire carried exactly what the client wrote and read, nothing was lost
+    assert (link.rx_bytes, link.tx_bytes) == (result.bytes_tx, result.bytes_rx)
+    assert link.overflow == 0 and client.counters.retries == 0
+    assert client.counters.max_behind_bytes <= info.link.rx_window
+    span = link.span_s()  # first request byte on the wire -> last reply byte off it
+    byte_rate = info.link.byte_rate
+    h2d = link.rx_bytes / span / byte_rate
+    d2h = link.tx_bytes / span / byte_rate
+    payload = len(x) * x.shape[1] / span / byte_rate
+    benchmark.extra_info.update({
+        "vectors": len(x), "batch": client.batch_size(), "rx_window": info.link.rx_window,
+        "modelled_s": span, "vectors_per_s_modelled": len(x) / span,
+        "host_to_device_utilization": h2d, "device_to_host_utilization": d2h,
+        "input_payload_utilization": payload,
+        "rx_buffer_peak": link.rx_buffer_peak,
+    })
+    assert h2d >= UART_H2D_TARGET, benchmark.extra_info
+    assert payload >= UART_PAYLOAD_TARGET, benchmark.extra_info
 
 
 def test_bench_binary_vs_mlperf_at_115200(benchmark: Any,

@@ -126,9 +126,10 @@ def test_protocol_md_error_reasons_match_the_string_table() -> None:
 
 def test_core_host_unit_tests() -> None:
     out = _ok(_make("test"))
-    m = re.search(r"(\d+) checks, (\d+) failures", out)
-    assert m, out
-    assert int(m.group(1)) > 1000 and m.group(2) == "0"
+    # Two builds: the default TS_MAX_INPUT_BYTES and the board envs' (MLPerf vision input).
+    runs = re.findall(r"(\d+) checks, (\d+) failures", out)
+    assert len(runs) == 2, out
+    assert all(int(checks) > 1000 and failures == "0" for checks, failures in runs)
 
 
 def test_core_fuzz_200k_frames() -> None:
@@ -331,6 +332,116 @@ def test_shared_library_runs_a_core_through_ctypes(core_lib: ctypes.CDLL) -> Non
     written.clear()
     assert core_lib.ts_core_feed(core, b"ping\n", 5) == 0
     assert bytes(written) == b"pong\r\n"
+
+
+def _core_config(**overrides: Any) -> tuple[Config, list[Any]]:
+    """A valid ts_config_t for a 3-in, 2-out model (and the arrays it points to)."""
+    keep: list[Any] = [(ctypes.c_int32 * 2)(1, 3), (ctypes.c_int32 * 2)(1, 2)]
+    fields: dict[str, Any] = dict(
+        firmware_version=b"0.1.0", model_version=b"v0001", model_sha256=b"a" * 64,
+        profile=b"tflm-current", board=b"virtual", input_size=3, output_size=2,
+        input_shape=keep[0], output_shape=keep[1], input_rank=2, output_rank=2,
+        input_scale=0.5, output_scale=0.25, target_mean=0.0, target_scale=1.0,
+        arena_size=1024, model_crc32=1, model_crc_check=1,
+    )
+    fields.update(overrides)
+    return Config(**fields), keep
+
+
+def _run_core(core_lib: ctypes.CDLL, cfg: Config, feed: bytes = b"") -> tuple[int, bytes]:
+    """ts_core_init with `cfg` (a stub platform), then feed bytes: (init status, output)."""
+    written = bytearray()
+
+    @WriteFn
+    def write(_user: Any, data: Any, length: int) -> int:
+        written.extend(ctypes.string_at(data, length))
+        return 0
+
+    @MicrosFn
+    def micros(_user: Any) -> int:
+        return 0
+
+    @InferFn
+    def infer(_user: Any, inp: Any, n_in: int, out: Any, n_out: int) -> int:
+        return 0
+
+    platform = Platform(None, write, micros, infer)
+    mem = ctypes.create_string_buffer(core_lib.ts_core_size() + 8)
+    core = ctypes.c_void_p()
+    st = core_lib.ts_core_init(mem, core_lib.ts_core_size(), ctypes.byref(cfg),
+                               ctypes.byref(platform), ctypes.byref(core))
+    if st == 0 and feed:
+        assert core_lib.ts_core_feed(core, feed, len(feed)) == 0
+    return int(st), bytes(written)
+
+
+def test_mlperf_model_name_agrees_across_core_config_and_build(core_lib: ctypes.CDLL) -> None:
+    """profile% reports the configured benchmark name; the core, the config schema and the
+    pre-build script accept the same names and have the same default."""
+    from pydantic import ValidationError
+
+    from tinyship.config import MLPERF_MODEL_DEFAULT, BoardSection
+
+    sm = _load_select_model()
+    header = re.search(r'#define TS_MLPERF_MODEL_DEFAULT "([^"]+)"', HEADER.read_text())
+    assert header and header.group(1) == MLPERF_MODEL_DEFAULT == sm.DEFAULT_MLPERF_MODEL
+    assert BoardSection().mlperf_model == MLPERF_MODEL_DEFAULT
+    cfg, _keep = _core_config()  # mlperf_model NULL: the core's default
+    st, out = _run_core(core_lib, cfg, b"profile%")
+    assert st == 0 and b"m-model-[ad01]\r\nm-ready" in out
+    names = ["ad01", "ic01", "kws01", "vww01", "tab-01_v1.2", "x" * 64,
+             "", "x" * 65, "ad]01", "ad 01", "ad01%", "ad01\n", "künstlich"]
+    for name in names:
+        cfg, _keep = _core_config(mlperf_model=name.encode())
+        st, out = _run_core(core_lib, cfg, b"profile%")
+        core_ok = st == 0
+        try:
+            BoardSection.model_validate({"mlperf_model": name})
+            config_ok = True
+        except ValidationError:
+            config_ok = False
+        try:  # an empty TINYSHIP_MLPERF_MODEL means unset (the default), not the name ""
+            build_ok = sm.mlperf_model(REPO, {"TINYSHIP_MLPERF_MODEL": name}) == name
+        except sm.SelectModelError:
+            build_ok = False
+        assert core_ok == config_ok == build_ok, name
+        if core_ok:
+            assert f"m-model-[{name}]\r\nm-ready".encode() in out, name
+
+
+def test_input_buffer_is_a_per_env_build_setting_matching_the_virtual_board() -> None:
+    """TS_MAX_INPUT_BYTES: a default in the header, set per board env in platformio.ini (each
+    env's build_flags), the same value for the virtual board's library and `make lib`, and
+    the RAM cost documented."""
+    import configparser
+
+    from tinyship.device.virtual import _core
+
+    header = HEADER.read_text()
+    default = re.search(r"#ifndef TS_MAX_INPUT_BYTES\n#define TS_MAX_INPUT_BYTES (\d+)u", header)
+    assert default and int(default.group(1)) == 1024 - 2  # one vector per binary INFER
+    assert "#define TS_CORE_MEM_BYTES ((5120u + TS_MAX_INPUT_BYTES + 7u) & ~7u)" in header
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(REPO / "platformio.ini")
+    envs = [s for s in ini.sections() if s.startswith("env:")]
+    assert len(envs) >= 3
+    for env in envs:
+        flags = ini[env].get("build_flags", "")
+        assert "${env.build_flags}" in flags, f"{env} drops the common build_flags"
+        m = re.search(r"-DTS_MAX_INPUT_BYTES=(\d+)u?\b", flags)
+        assert m, f"{env}: no TS_MAX_INPUT_BYTES in build_flags"
+        assert int(m.group(1)) == _core.TS_MAX_INPUT_BYTES == 96 * 96 * 3, env
+    make = (FIRMWARE / "Makefile").read_text()
+    assert f"MLPERF_INPUT_BYTES := {_core.TS_MAX_INPUT_BYTES}" in make
+    for doc in (PROTOCOL, FIRMWARE / "README.md"):
+        text = doc.read_text()
+        assert "TS_MAX_INPUT_BYTES" in text and "27,648" in text and "5,120" in text, doc
+
+
+def test_protocol_md_says_energy_mode_is_not_supported() -> None:
+    text = " ".join(PROTOCOL.read_text().split())
+    assert "Energy mode" in text and "not supported" in text
+    assert "timestamp pin" in text and "9600" in text
 
 
 # ------------------------------------------------------------ Cortex-M4 build --
@@ -623,6 +734,21 @@ def test_manifest_and_generated_files_are_checked(sm: ModuleType, tmp_path: Path
         sm.load_model(reg, "v0001")
 
 
+def test_mlperf_model_from_environment_then_project_config(sm: ModuleType,
+                                                           tmp_path: Path) -> None:
+    assert sm.mlperf_model(tmp_path, {}) == "ad01"  # no tinyship.toml: the default
+    (tmp_path / "tinyship.toml").write_text('[project]\nname = "x"\n[board]\nname = "esp32s3"\n')
+    assert sm.mlperf_model(tmp_path, {}) == "ad01"  # [board] without the key
+    (tmp_path / "tinyship.toml").write_text(
+        '[board]\nname = "esp32s3"\nmlperf_model = "vww01"\n[gates]\nmin_r2 = 0.5\n')
+    assert sm.mlperf_model(tmp_path, {}) == "vww01"
+    assert sm.mlperf_model(tmp_path, {"TINYSHIP_MLPERF_MODEL": "kws01"}) == "kws01"
+    sm.tomllib = None  # the fallback parser used on Python < 3.11
+    assert sm.mlperf_model(tmp_path, {}) == "vww01"
+    with pytest.raises(sm.SelectModelError, match=r"ad 01.*TINYSHIP_MLPERF_MODEL"):
+        sm.mlperf_model(tmp_path, {"TINYSHIP_MLPERF_MODEL": "ad 01"})
+
+
 def test_firmware_version_from_pyproject_or_environment(sm: ModuleType, tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[tool.x]\nversion = "9.9.9"\n[project]\nname = "t"\nversion = "1.2.3"\n'
@@ -667,6 +793,7 @@ def test_prepare_build_copies_files_and_writes_version_header(
     assert macros["TINYSHIP_BUILD_BOARD"] == '"nano33ble"'
     assert macros["TINYSHIP_BUILD_TIME_UTC"] == '"2026-03-04T05:06:07Z"'
     assert macros["TINYSHIP_BUILD_PROTOCOL_VERSION"] == "1"
+    assert macros["TINYSHIP_MLPERF_MODEL"] == '"ad01"'  # this repository's tinyship.toml: unset
     assert re.fullmatch(r'"([0-9a-f]{12}(-dirty)?|unknown)"', macros["TINYSHIP_GIT_COMMIT"])
     assert "#ifndef TINYSHIP_VERSION_H" in header and "do not edit" in header
     # Unchanged inputs leave the files untouched (incremental builds).
@@ -685,19 +812,21 @@ def test_prepare_build_copies_files_and_writes_version_header(
 # ------------------------------------------- Arduino glue on the host (stubs) --
 
 
-def _run_glue(sm: ModuleType, registry: Path, build: Path, version: str) -> dict[str, str]:
+def _run_glue(sm: ModuleType, registry: Path, build: Path, version: str,
+              **environ: str) -> dict[str, str]:
     sel = sm.prepare_build(
         project_dir=REPO,
         build_dir=build,
         env_name="esp32s3",
         env_profile="tflm-current",
-        environ={"TINYSHIP_REGISTRY": str(registry), "TINYSHIP_MODEL": version},
+        environ={"TINYSHIP_REGISTRY": str(registry), "TINYSHIP_MODEL": version, **environ},
     )
     out = _ok(_make("glue", f"GLUE_GEN={sel.generated_dir}"))
     return dict(
         line.split(" ", 1)
         for line in out.splitlines()
-        if line[:5] in ("BANNE", "BOOTL", "PING ", "INFER", "HELLO", "TARGE", "RESUL")
+        if line[:5] in ("BANNE", "BOOTL", "PING ", "INFER", "HELLO", "TARGE", "RESUL", "FLUSH",
+                        "PROFI", "LINK ")
     )
 
 
@@ -723,7 +852,21 @@ def test_arduino_glue_runs_generated_model_through_runner_and_core(
     )
     # Model files without target-unit macros (generated before them): identity.
     assert lines["TARGET"] == "mean=0 scale=1"
+    # The stub Arduino is neither the mbed core (USB CDC) nor an ESP32 (UART0): main.cpp
+    # cannot tell what Serial is, so INFO carries no link tag.
+    assert lines["LINK"] == "none"
     assert lines["RESULTS"] == _results(_stub_model([1, 2, 3, 4]), 2, 0.25, 0.0, 1.0)
+    # main.cpp gives the core Serial.flush(): called before each of the two timestamps.
+    assert lines["FLUSHES"] == "2"
+    assert lines["PROFILE"] == "m-model-[ad01]"
+
+
+def test_arduino_glue_reports_the_configured_mlperf_model(
+    sm: ModuleType, registry: Path, tmp_path: Path
+) -> None:
+    lines = _run_glue(sm, registry, tmp_path / "build", "v0010", TINYSHIP_MLPERF_MODEL="vww01")
+    assert lines["PROFILE"] == "m-model-[vww01]"
+    assert lines["BANNER"].startswith("tinyship ready proto=1 fw=0.1.0 model=v0010 ")
 
 
 def test_arduino_glue_refuses_inference_when_model_crc_is_wrong(

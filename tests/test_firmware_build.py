@@ -28,9 +28,13 @@ framework = arduino
 [env:oldlib]
 board = nano33ble
 custom_tinyship_profile = tflm-arduino-2023
+lib_deps =
+    https://github.com/spaziochirale/Chirale_TensorFlowLite.git#46da2f989205a9216229d38cd3d1c657d79d6781
 
 [env:newlib]
+platform = platformio/espressif32 @ 6.9.0
 board = esp32-s3-devkitc-1
+framework = arduino, espidf
 custom_tinyship_profile = tflm-current
 
 [env:broken]
@@ -46,7 +50,8 @@ args = sys.argv[1:]
 env = args[args.index("-e") + 1]
 proj = pathlib.Path(args[args.index("-d") + 1])
 record = {{"args": args, "model": os.environ.get("TINYSHIP_MODEL"),
-          "registry": os.environ.get("TINYSHIP_REGISTRY")}}
+          "registry": os.environ.get("TINYSHIP_REGISTRY"),
+          "mlperf": os.environ.get("TINYSHIP_MLPERF_MODEL")}}
 (proj / "pio_call.json").write_text(json.dumps(record))
 out = proj / ".pio" / "build" / env
 out.mkdir(parents=True, exist_ok=True)
@@ -62,6 +67,9 @@ sys.exit({exit_code})
 def project(registry_copy: Callable[[], tuple[Path, str]], tmp_path: Path) -> tuple[Path, str]:
     root, version = registry_copy()
     (tmp_path / "platformio.ini").write_text(INI)
+    (tmp_path / "firmware/src").mkdir(parents=True)  # newlib's ESP-IDF component manifest
+    (tmp_path / "firmware/src/idf_component.yml").write_text(
+        'dependencies:\n  espressif/esp-tflite-micro: "==1.3.4"\n')
     return root, version
 
 
@@ -146,6 +154,17 @@ def test_build_command_line(
     out = json.loads(res.output)
     assert out["version"] == version and out["env"] == "oldlib"
     assert Path(out["output_dir"]) == root / "builds" / version / "oldlib"
+    # No config sets [board] mlperf_model: the pre-build script decides (project config,
+    # else its default), so the variable is not set.
+    assert json.loads((tmp_path / "pio_call.json").read_text())["mlperf"] is None
+
+    # A config's [board] mlperf_model reaches the pre-build script (profile% m-model-[...]).
+    config = tmp_path / "mlperf.toml"
+    config.write_text('[data]\npath = "x.csv"\nfeatures = ["a"]\ntarget = "y"\n'
+                      '[board]\nmlperf_model = "vww01"\n')
+    res = CliRunner().invoke(cli, [*args, "--config", str(config), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "pio_call.json").read_text())["mlperf"] == "vww01"
 
     # Profile refusal reaches the user as a build error (exit 10) naming both profiles.
     manifest = root / version / "manifest.json"

@@ -298,7 +298,14 @@ def test_clean_board_passes(trained_registry: tuple[Config, str]) -> None:
     assert {c["name"] for c in d["checks"]} >= {
         "protocol_version", "model_version", "model_sha256", "model_crc", "self_test",
         "parity", "metric", "latency", "error_handling", "no_reset"}
-    assert d["throughput_vps"] > 0 and d["link_utilization"] is None  # unpaced
+    link = d["link"]
+    assert d["throughput_vps"] == link["vectors_per_s"] > 0
+    # unpaced, the board says its link is a byte stream: bytes/s only, no share of a wire
+    assert (link["kind"], link["physical"], link["source"], link["byte_rate"]) == (
+        "stream", False, "device", None)
+    for direction in ("host_to_device", "device_to_host", "input_payload"):
+        assert link[direction]["bytes_per_s"] > 0 and link[direction]["utilization"] is None
+    assert link["input_payload"]["bytes"] == d["vectors"] * d["expected"]["input_size"]
 
 
 def test_metric_in_target_units_and_target_identity_check(
@@ -363,6 +370,11 @@ def test_cli_pass_json_junit_csv(trained_registry: tuple[Config, str], tmp_path:
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == [c["name"] for c in d["checks"]]
     assert suite.get("failures") == "0" and int(suite.get("tests", 0)) == len(d["checks"])
+    props = {str(p.get("name")): str(p.get("value")) for p in suite.iter("property")}
+    assert props["link_kind"] == "stream" and props["link_physical"] == "False"
+    assert float(props["link_host_to_device_bytes_per_s"]) == pytest.approx(
+        d["link"]["host_to_device"]["bytes_per_s"])
+    assert not any(k.endswith("_utilization") for k in props)  # --baud 0: no physical rate
     rows = csv_path.read_text().splitlines()
     assert len(rows) == 31 and rows[0].startswith("index,in0")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -467,6 +479,169 @@ def test_client_pipelines_and_matches_reference(trained_registry: tuple[Config, 
         assert c.stats().inference_count == len(x)
         assert c.counters.max_in_flight == 3  # pipelined, never more than the window
         assert c.batch_size() == P.max_batch(x.shape[1], ref.shape[1])
+
+
+def test_stream_reports_the_bytes_that_moved_each_way(
+        trained_registry: tuple[Config, str]) -> None:
+    """What the client says it wrote and read while streaming is what the board received
+    and sent: the link figures are made of bytes that moved, not of frame arithmetic."""
+    cfg, version = trained_registry
+    with np.load(cfg.registry_path / version / "test_set.npz") as z:
+        x = z["x_int8"].reshape(len(z["x_int8"]), -1)
+    with _board(trained_registry) as vb, DeviceClient.open(vb.url) as c:
+        c.hello()
+        s0 = vb.stats_snapshot()
+        r = c.infer_stream(x, batch_size=9)
+        s1 = vb.stats_snapshot()
+    assert r.bytes_tx == s1.bytes_rx - s0.bytes_rx > len(x) * x.shape[1]
+    assert r.bytes_rx == s1.bytes_tx - s0.bytes_tx > 0
+    assert r.bytes_tx + r.bytes_rx == r.wire_bytes  # nothing resent on a clean link
+
+
+def test_link_utilisation_is_per_direction_of_the_uart_byte_rate(
+        trained_registry: tuple[Config, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a board that reports a UART, each direction's bytes/s is divided by baud/10. The
+    stream's duration is pinned, so the figures follow from the bytes alone."""
+    import dataclasses
+
+    from tinyship.device.virtual import VirtualBoard
+
+    cfg, version = trained_registry
+    moved: dict[str, int] = {}
+    real = DeviceClient.infer_stream
+
+    def pinned(self: DeviceClient, x: np.ndarray, **kw: Any) -> Any:
+        s0 = vb.stats_snapshot()
+        r = real(self, x, **kw)
+        s1 = vb.stats_snapshot()
+        moved.update(rx=s1.bytes_rx - s0.bytes_rx, tx=s1.bytes_tx - s0.bytes_tx)
+        return dataclasses.replace(r, elapsed_s=2.0)
+
+    monkeypatch.setattr(DeviceClient, "infer_stream", pinned)
+    with VirtualBoard(cfg.registry_path, version, baud=115200, boot_delay_s=0.05) as vb:
+        report = validate(vb.url, cfg.registry_path, version, limit=40,
+                          robustness_probe=False)
+        overflow = vb.stats_snapshot().overflow_rx
+    assert report.passed, report.failed_checks
+    link = report.link
+    assert (link["kind"], link["physical"], link["baud"], link["source"]) == (
+        "uart", True, 115200, "device")
+    assert link["byte_rate"] == 11520.0 and link["rx_window"] == 256
+    h2d, d2h, pay = link["host_to_device"], link["device_to_host"], link["input_payload"]
+    assert h2d["bytes"] == moved["rx"] and d2h["bytes"] == moved["tx"]  # the board's count
+    assert pay["bytes"] == 40 * report.expected["input_size"]
+    for d in (h2d, d2h, pay):
+        assert d["bytes_per_s"] == d["bytes"] / 2.0
+        assert d["utilization"] == d["bytes"] / 2.0 / 11520.0
+    assert link["vectors_per_s"] == report.throughput_vps == 20.0
+    assert overflow == 0 and report.retries == 0
+    # the device's own word (INFO) and the client's window bookkeeping are in the report
+    assert report.device["link"] == {"kind": 1, "baud": 115200, "rx_window": 256,
+                                     "kind_name": "uart"}
+    assert report.device["link_counters"]["max_behind_bytes"] <= 256
+
+
+@pytest.mark.parametrize(("device", "user_baud", "want"), [
+    (P.LinkInfo(P.LinkKind.UART, 115200, 256), None, ("uart", 115200, "device")),
+    (P.LinkInfo(P.LinkKind.UART, 57600, 256), 115200, ("uart", 57600, "device")),
+    # a USB CDC board or a pty: the port's baud rate is not a byte rate (no "5175 %")
+    (P.LinkInfo(P.LinkKind.USB_CDC, 0, 0), 115200, ("usb-cdc", None, "device")),
+    (P.LinkInfo(P.LinkKind.STREAM, 0, 0), 115200, ("stream", None, "device")),
+    # firmware that does not say: physical only when the user passed --baud
+    (None, 115200, ("uart", 115200, "user")),
+    (P.LinkInfo(P.LinkKind.UNKNOWN, 0, 0), 9600, ("uart", 9600, "user")),
+    (None, None, ("unknown", None, "none")),
+])
+def test_which_baud_rates_are_physical(device: P.LinkInfo | None, user_baud: int | None,
+                                       want: tuple[str, int | None, str]) -> None:
+    from tinyship.hil.linkrate import link_figures, physical_rate
+
+    rate = physical_rate(device, user_baud)
+    assert (rate.kind, rate.baud, rate.source) == want
+    fig = link_figures(vectors=100, input_size=8, bytes_tx=5000, bytes_rx=3000, elapsed_s=0.5,
+                       rate=rate, rx_window=None)
+    utils = [fig[k]["utilization"] for k in ("host_to_device", "device_to_host",
+                                             "input_payload")]
+    if want[1] is None:
+        assert utils == [None, None, None] and not fig["physical"]
+    else:
+        br = want[1] / 10
+        assert utils == [10000 / br, 6000 / br, 1600 / br] and fig["byte_rate"] == br
+
+
+def test_cli_baud_means_a_physical_uart_only_when_given(
+        trained_registry: tuple[Config, str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import tinyship.hil
+    from tinyship.cli import main
+    from tinyship.hil import Check, Report
+
+    cfg, version = trained_registry
+    seen: list[tuple[int, bool]] = []
+
+    def fake_validate(url: str, *a: Any, baud: int, baud_is_physical: bool, **kw: Any) -> Report:
+        seen.append((baud, baud_is_physical))
+        return Report(device={}, expected={"version": version}, checks=[Check("x", True, "")])
+
+    monkeypatch.setattr(tinyship.hil, "validate", fake_validate)
+    for extra in ([], ["--baud", "9600"]):
+        with pytest.raises(SystemExit) as e:
+            main(["hil", "--device", "socket://127.0.0.1:9", "--registry",
+                  str(cfg.registry_path), "--model", version, *extra])
+        assert e.value.code == 0
+    assert seen == [(115200, False), (9600, True)]
+    assert capsys.readouterr().out.count("link: no link figures") == 2  # nothing streamed
+
+
+def test_client_keeps_frames_behind_the_oldest_within_the_uart_window(
+        trained_registry: tuple[Config, str]) -> None:
+    """At 115200 the board buffers 256 bytes while busy. The client sizes its batches for
+    that window and never has more than 256 bytes sent behind the oldest unanswered
+    request, so nothing overflows; a client that ignores the window loses bytes."""
+    from tinyship.device.client import windowed_batch
+    from tinyship.device.virtual import VirtualBoard
+
+    cfg, version = trained_registry
+    with np.load(cfg.registry_path / version / "test_set.npz") as z:
+        x, ref = z["x_int8"], z["reference_int8"]
+    reps = -(-400 // len(x))  # a few full batches
+    x, ref = np.tile(x.reshape(len(x), -1), (reps, 1)), np.tile(ref.reshape(len(ref), -1),
+                                                                  (reps, 1))
+    with VirtualBoard(cfg.registry_path, version, baud=115200, boot_delay_s=0.05) as vb:
+        with DeviceClient.open(vb.url) as c:
+            info = c.hello()
+            assert info.link == P.LinkInfo(P.LinkKind.UART, 115200, 256) and c.rx_window == 256
+            r = c.infer_stream(x)
+            assert np.array_equal(r.outputs, ref)
+            assert c.batch_size() == windowed_batch(x.shape[1], ref.shape[1], 256) < \
+                P.max_batch(x.shape[1], ref.shape[1])
+            assert c.counters.max_in_flight >= 2  # pipelined ...
+            assert 0 < c.counters.max_behind_bytes <= 256  # ... within the window
+            assert c.counters.retries == 0 and vb.stats_snapshot().overflow_rx == 0
+        with DeviceClient.open(vb.url, rx_window=0) as blind:  # 0: ignore the window
+            r = blind.infer_stream(x)
+            assert np.array_equal(r.outputs, ref)  # recovered by resending ...
+            assert blind.counters.retries > 0  # ... what the full buffer dropped
+        assert vb.stats_snapshot().overflow_rx > 0
+
+
+def test_a_smaller_receive_buffer_is_advertised_and_respected(
+        trained_registry: tuple[Config, str]) -> None:
+    from tinyship.device.client import windowed_batch
+    from tinyship.device.virtual import VirtualBoard
+
+    cfg, version = trained_registry
+    with np.load(cfg.registry_path / version / "test_set.npz") as z:
+        x, ref = z["x_int8"], z["reference_int8"]
+    x, ref = np.tile(x.reshape(len(x), -1), (2, 1)), np.tile(ref.reshape(len(ref), -1), (2, 1))
+    with VirtualBoard(cfg.registry_path, version, baud=115200, boot_delay_s=0.05,
+                      rx_buffer=64) as vb, DeviceClient.open(vb.url) as c:
+        assert c.hello().link == P.LinkInfo(P.LinkKind.UART, 115200, 64)
+        r = c.infer_stream(x)
+        assert np.array_equal(r.outputs, ref)
+        assert set(r.batch_sizes[:-1]) == {windowed_batch(x.shape[1], ref.shape[1], 64)}
+        assert c.counters.max_behind_bytes <= 64 and c.counters.retries == 0
+        assert vb.stats_snapshot().overflow_rx == 0
 
 
 def test_board_vanishing_mid_session_is_a_device_error(

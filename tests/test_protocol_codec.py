@@ -26,6 +26,7 @@ from tinyship.device import protocol as P
 from tinyship.device.virtual._core import (
     Config,
     InferFn,
+    Link,
     MicrosFn,
     Platform,
     StorageReadFn,
@@ -240,7 +241,8 @@ def test_constants_match_header() -> None:
     tlvs = _x_list(h, "TS_TLV_LIST")
     assert {n: (c, t) for n, (c, t) in tlvs.items()} == {
         f"TS_TLV_{t.name}": (int(t), P.TAG_TYPES[t]) for t in P.Tag}
-    for enum, prefix in ((P.CrcCheck, "TS_CRC_"), (P.SelfTestStatus, "TS_SELF_TEST_")):
+    for enum, prefix in ((P.CrcCheck, "TS_CRC_"), (P.SelfTestStatus, "TS_SELF_TEST_"),
+                         (P.LinkKind, "TS_LINK_")):
         for member in enum:
             name = prefix + member.name
             assert re.search(rf"\b{name} = {int(member)}\b", h), name
@@ -436,6 +438,32 @@ def test_core_target_units_agree_with_host(core_lib: C.CDLL, mean: float, tscale
         Core(core_lib, target_mean=mean, target_scale=0.0)
 
 
+@pytest.mark.parametrize("link", [P.LinkInfo(P.LinkKind.UART, 115200, 256),
+                                  P.LinkInfo(P.LinkKind.USB_CDC, 0, 0),
+                                  P.LinkInfo(P.LinkKind.STREAM, 0, 0)])
+def test_core_link_tag_parses_on_the_host(core: Core, link: P.LinkInfo) -> None:
+    """What the glue tells the core (ts_core_set_link) reaches the host's LinkInfo; until it
+    does, the tag is absent and the host knows nothing of the link."""
+    assert P.parse_info(core.request(P.Command.HELLO, 1).payload).link is None
+    st = core.lib.ts_core_set_link(core._core, C.byref(Link(link.kind, link.baud,
+                                                             link.rx_window)))
+    assert st == 0
+    payload = core.request(P.Command.HELLO, 2).payload
+    info = P.parse_info(payload)
+    assert info.link == link and not info.unknown
+    assert P.encode_link(link) in payload
+    assert info.to_dict()["link"]["kind_name"] == link.kind_name
+    assert info.link.physical == (link.kind == P.LinkKind.UART)
+    # a UART without a baud rate is refused and the last good link stays
+    assert core.lib.ts_core_set_link(core._core, C.byref(Link(P.LinkKind.UART, 0, 64))) == 12
+    assert P.parse_info(core.request(P.Command.HELLO, 3).payload).link == link
+
+
+def test_info_link_tag_of_the_wrong_size_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="LINK"):
+        P.parse_info(P.encode_info([(int(P.Tag.LINK), b"\x01\x00\xc2\x01\x00")]))
+
+
 def test_info_without_target_tags_is_older_firmware() -> None:
     info = P.parse_info(P.encode_info([(0x01, b"\x01"), (0x11, struct.pack("<f", 0.25))]))
     assert info.target_mean is None and info.target_scale is None
@@ -513,4 +541,5 @@ def test_ctypes_mirror_matches_the_c_structs() -> None:
         return [a or b for a, b in names]
 
     assert fields("ts_config") == [f[0] for f in Config._fields_]
+    assert fields("ts_link") == [f[0] for f in Link._fields_]
     assert fields("ts_platform") == [f[0] for f in Platform._fields_]

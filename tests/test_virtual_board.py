@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 import serial
 
-from tinyship.config import Config
+from tinyship.config import BoardSection, Config
+from tinyship.device.transport import Transport
 from tinyship.device.virtual import Faults, VirtualBoard, _core, parse_faults
+from tinyship.hil.mlperf import MlperfDut
 
 REPO = Path(__file__).resolve().parents[1]
 BANNER_RE = re.compile(rb"tinyship ready proto=1 fw=\S+ model=(\S+) board=(\S+) selftest=(\S+)")
@@ -304,6 +306,121 @@ def test_target_units_reach_info_and_mlperf_results(
     assert np.all(np.abs(printed - plain) > 1.0)  # not the bare dequantized output
 
 
+# --- the MLCommons tiny runner's rules ---------------------------------------------------------
+@pytest.fixture
+def dut_for() -> Iterator[Callable[[VirtualBoard], MlperfDut]]:
+    """A board in MLPerf mode, spoken to as the MLCommons runner speaks to it."""
+    transports: list[Transport] = []
+
+    def make(board: VirtualBoard) -> MlperfDut:
+        transport = Transport(board.url)
+        transport.open()
+        transports.append(transport)
+        return MlperfDut(transport)
+
+    yield make
+    for t in transports:
+        t.close()
+
+
+def test_command_sent_while_the_board_boots_is_answered(
+        board_factory: Callable[..., VirtualBoard],
+        connect: Callable[[VirtualBoard], Link]) -> None:
+    # The runner's name check writes `name%` the moment it opens the port, which resets the
+    # board: the bytes wait (USB CDC holds them) and are answered after the banner.
+    link = connect(board_factory(boot_delay_s=0.3))
+    link.port.write(b"name%")
+    link.port.write(_core.frame_encode(PING, 1, b"boot"))
+    link.wait_banner()
+    deadline = time.monotonic() + TIMEOUT
+    while b"m-ready\r\n" not in link.text and time.monotonic() < deadline:
+        link._pump()
+    assert link.text.startswith(b"m-name-dut-[tinyship]\r\nm-ready\r\n"), link.text
+    (body,) = link.frames(1)
+    assert _core.frame_decode(body)[1:] == (PING | 0x80, 1, b"boot")
+
+
+def test_mlperf_profile_reports_the_configured_benchmark_name(
+        board_factory: Callable[..., VirtualBoard],
+        dut_for: Callable[[VirtualBoard], MlperfDut], tmp_path: Path) -> None:
+    profile = "ULPMark for tinyML Firmware V0.0.1"
+    assert dut_for(board_factory()).identity() == {
+        "name": "tinyship", "profile": profile, "model": "ad01"}  # the default, not v0001
+    kws = BoardSection.model_validate({"mlperf_model": "kws01"})
+    assert dut_for(board_factory(board=kws, state_dir=tmp_path / "kws")).identity() == {
+        "name": "tinyship", "profile": profile, "model": "kws01"}
+
+
+def test_mlperf_time_at_115200_matches_the_unpaced_link(
+        board_factory: Callable[..., VirtualBoard], dut_for: Callable[[VirtualBoard], MlperfDut],
+        trained_registry: tuple[Config, str], tmp_path: Path) -> None:
+    x, _, _ = load_test_set(*trained_registry)
+    vec = x[0].astype(np.int8).tobytes()
+
+    def infer_us(baud: int) -> tuple[int, int]:
+        board = board_factory(baud=baud, state_dir=tmp_path / f"b{baud}")
+        dut = dut_for(board)
+        dut.load(vec)
+        times = [dut.infer(1, 0).elapsed_us for _ in range(5)]
+        assert all(t is not None for t in times)
+        return min(t for t in times if t is not None), board.latency.latency_us(vec)
+
+    paced, modelled = infer_us(115200)
+    unpaced, _ = infer_us(0)
+    assert unpaced >= modelled and paced >= modelled
+    # Before the flush: the ~50 bytes of lines queued around the first timestamp were still
+    # being sent while the inferences were timed, 4.4 ms at 115200.
+    assert paced - modelled < 1000, (paced, modelled)
+    assert abs(paced - unpaced) < 1000, (paced, unpaced)
+
+
+def test_realtime_board_keeps_its_clock_with_the_wall_clock(
+        board_factory: Callable[..., VirtualBoard], dut_for: Callable[[VirtualBoard], MlperfDut],
+        trained_registry: tuple[Config, str], tmp_path: Path) -> None:
+    x, _, _ = load_test_set(*trained_registry)
+    n, latency_us = 100, 3000  # 0.3 s of modelled inferences, far slower than the host
+
+    def run(realtime: bool) -> tuple[float, float]:
+        board = board_factory(baud=0, realtime=realtime, overhead_us=latency_us,
+                              jitter_max_us=0, state_dir=tmp_path / f"rt{realtime}")
+        dut = dut_for(board)
+        dut.load(x[0].astype(np.int8).tobytes())
+        time.sleep(0.3)  # idle time after boot must not count as a lead over the wall clock
+        t0 = time.monotonic()
+        elapsed = dut.infer(n, 0).elapsed_us
+        wall = time.monotonic() - t0
+        assert elapsed is not None
+        return elapsed / 1e6, wall
+
+    board_s, wall_s = run(True)
+    assert board_s >= n * latency_us / 1e6
+    assert 0.9 * board_s <= wall_s <= board_s + 0.25, (board_s, wall_s)
+    fast_board_s, fast_wall_s = run(False)  # the default: as fast as the host computes
+    assert fast_board_s >= n * latency_us / 1e6
+    assert fast_wall_s < 0.5 * fast_board_s, (fast_board_s, fast_wall_s)
+
+
+def test_mlperf_stand_in_reads_what_the_core_prints(
+        board_factory: Callable[..., VirtualBoard], dut_for: Callable[[VirtualBoard], MlperfDut],
+        trained_registry: tuple[Config, str]) -> None:
+    from tinyship.convert.runtimes import to_target_units
+
+    x, ref, manifest = load_test_set(*trained_registry)
+    dut = dut_for(board_factory(boot_delay_s=0.2))
+    # The first reply starts with the boot banner (a stray line), as the runner sees it.
+    lines = dut.command("name")
+    assert lines[0].startswith("tinyship ready proto=1") and lines[-1] == "m-ready"
+    dut.load(x[1].astype(np.int8).tobytes())
+    reply = dut.infer(3, 2)
+    assert reply.start_us is not None and reply.elapsed_us is not None
+    assert reply.elapsed_us >= 3 * 50  # three inferences of at least the modelled overhead
+    assert reply.results is not None
+    np.testing.assert_allclose(reply.results, to_target_units(ref[1], manifest["model"]["output"]),
+                               rtol=1e-6, atol=1e-3)
+    stamp = dut.command("timestamp")
+    assert len(stamp) == 2 and int(stamp[0].removeprefix("m-lap-us-")) > reply.start_us
+
+
 # --- faults --------------------------------------------------------------------------------
 def test_faults_spec_parses_and_round_trips() -> None:
     f = parse_faults("corrupt_rx=0.01,drop_tx=0.005,garbage=0.05,reset_after=20,"
@@ -466,7 +583,8 @@ def test_cli_prints_url_first(trained_registry: tuple[Config, str], tmp_path: Pa
     cfg, version = trained_registry
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyship", "emulator", "--registry", str(cfg.registry_path),
-         "--model", version, "--boot-delay", "0.05", "--state", str(tmp_path / "st")],
+         "--model", version, "--boot-delay", "0.05", "--state", str(tmp_path / "st"),
+         "--realtime"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
     )
     try:
@@ -482,6 +600,8 @@ def test_cli_prints_url_first(trained_registry: tuple[Config, str], tmp_path: Pa
             link.close()
         proc.terminate()
         assert proc.wait(timeout=15) == 0
+        assert proc.stderr is not None
+        assert "MLPerf model ad01, real time" in proc.stderr.read().decode()
     finally:
         if proc.poll() is None:
             proc.kill()

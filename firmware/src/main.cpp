@@ -23,12 +23,41 @@
 #define TINYSHIP_SERIAL_BAUD 115200
 #endif
 
+// What `Serial` is, reported in INFO (TS_TLV_LINK, PROTOCOL.md section 8) so a host knows
+// whether the baud rate is physical and how far ahead it may send: a ts_link_kind_t number,
+// 1 a UART, 2 USB CDC, 0 unknown (not reported). Override in an env's build_flags, e.g.
+// -DTINYSHIP_SERIAL_LINK=2 for an ESP32 built with ARDUINO_USB_CDC_ON_BOOT=1.
+#ifndef TINYSHIP_SERIAL_LINK
+#if defined(ARDUINO_ARCH_MBED)
+#define TINYSHIP_SERIAL_LINK 2  // the mbed core's Serial is USB CDC (nano33ble, nanorp2040connect)
+#elif defined(ARDUINO_ARCH_ESP32) && !(defined(ARDUINO_USB_CDC_ON_BOOT) && ARDUINO_USB_CDC_ON_BOOT)
+#define TINYSHIP_SERIAL_LINK 1  // UART0 (esp32s3 DevKitC-1: through its USB-UART bridge)
+#elif defined(ARDUINO_ARCH_ESP32)
+#define TINYSHIP_SERIAL_LINK 2
+#else
+#define TINYSHIP_SERIAL_LINK 0
+#endif
+#endif
+// Receive buffer of a UART Serial, in bytes: what the board holds while it is busy with a
+// request (more is lost), advertised as the host's window. arduino-esp32's default
+// (HardwareSerial _rxBufferSize(256)); set larger here and it is allocated at Serial.begin.
+#ifndef TINYSHIP_SERIAL_RX_BUFFER
+#define TINYSHIP_SERIAL_RX_BUFFER 256
+#endif
+
 // Model files generated before target units existed predict the target itself: identity.
 #ifndef TINYSHIP_MODEL_TARGET_MEAN
 #define TINYSHIP_MODEL_TARGET_MEAN 0.0f
 #endif
 #ifndef TINYSHIP_MODEL_TARGET_SCALE
 #define TINYSHIP_MODEL_TARGET_SCALE 1.0f
+#endif
+#ifndef TINYSHIP_GOLDEN_TOLERANCE_LSB
+#define TINYSHIP_GOLDEN_TOLERANCE_LSB 0  // boot self-test: outputs must match the golden ones
+#endif
+// MLPerf Tiny benchmark name for profile% (tinyship_version.h, from [board] mlperf_model).
+#ifndef TINYSHIP_MLPERF_MODEL
+#define TINYSHIP_MLPERF_MODEL TS_MLPERF_MODEL_DEFAULT
 #endif
 
 namespace {
@@ -48,6 +77,11 @@ static_assert(!str_eq(TINYSHIP_BUILD_ENV_PROFILE, "tflm-arduino-2023") ||
                   str_eq(TINYSHIP_MODEL_PROFILE, "tflm-arduino-2023"),
               "this env's TFLM library (tflm-arduino-2023) miscomputes per-channel Dense layers: "
               "embed a model quantized for profile tflm-arduino-2023");
+static_assert(TINYSHIP_SERIAL_LINK >= TS_LINK_UNKNOWN && TINYSHIP_SERIAL_LINK <= TS_LINK_USB_CDC,
+              "TINYSHIP_SERIAL_LINK: 0 unknown, 1 UART, 2 USB CDC");
+static_assert(TINYSHIP_MODEL_INPUT_SIZE <= TS_MAX_INPUT_BYTES,
+              "the model input is larger than this env's TS_MAX_INPUT_BYTES: raise it in the "
+              "env's build_flags (platformio.ini; RAM cost in firmware/README.md)");
 
 // Core memory (caller-owned; ts_core_init checks it is >= ts_core_size()).
 alignas(8) uint8_t g_core_mem[TS_CORE_MEM_BYTES];
@@ -61,6 +95,13 @@ uint32_t g_last_error_ms = 0;
 
 ts_status_t write_cb(void *, const uint8_t *data, size_t len) {
   return Serial.write(data, len) == len ? TS_OK : TS_ERR_IO;
+}
+
+// Returns when the transmit buffer is empty (UART) or handed to USB (CDC), so MLPerf
+// timestamps do not include transmit time.
+ts_status_t flush_cb(void *) {
+  Serial.flush();
+  return TS_OK;
 }
 
 uint32_t micros_cb(void *) { return static_cast<uint32_t>(micros()); }
@@ -120,6 +161,9 @@ uint32_t reset_reason() {
 }  // namespace
 
 void setup() {
+#if defined(ARDUINO_ARCH_ESP32) && TINYSHIP_SERIAL_LINK == 1
+  Serial.setRxBufferSize(TINYSHIP_SERIAL_RX_BUFFER);  // before begin(), which allocates it
+#endif
   Serial.begin(TINYSHIP_SERIAL_BAUD);
   // USB CDC boards: give a terminal up to 2 s to attach so the banner is seen.
   const uint32_t t0 = millis();
@@ -153,6 +197,7 @@ void setup() {
   cfg.output_zero_point = TINYSHIP_MODEL_OUTPUT_ZERO_POINT;
   cfg.target_mean = TINYSHIP_MODEL_TARGET_MEAN;
   cfg.target_scale = TINYSHIP_MODEL_TARGET_SCALE;
+  cfg.mlperf_model = TINYSHIP_MLPERF_MODEL;
   cfg.arena_size = static_cast<uint32_t>(g_runner.arena_size());
   cfg.arena_used = static_cast<uint32_t>(g_runner.arena_used_bytes());
   cfg.model_crc32 = TINYSHIP_MODEL_CRC32;
@@ -162,14 +207,17 @@ void setup() {
   cfg.golden_inputs = tinyship_golden_inputs;
   cfg.golden_outputs = tinyship_golden_outputs;
   cfg.golden_count = TINYSHIP_GOLDEN_COUNT;
-  // Optimized kernels (CMSIS-NN, ESP-NN) may round differently from the host
-  // reference kernels by one step.
-  cfg.golden_tolerance_lsb = 1;
+  // Bit-exact: the exported model's scales are harmonized so every TFLM of its
+  // profile derives the host's multipliers, and CMSIS-NN / ESP-NN requantize with
+  // the reference's rounding. An env whose kernels are shown to round otherwise
+  // may set -D TINYSHIP_GOLDEN_TOLERANCE_LSB=1.
+  cfg.golden_tolerance_lsb = TINYSHIP_GOLDEN_TOLERANCE_LSB;
 
   ts_platform_t platform = {};
   platform.write = write_cb;
   platform.micros = micros_cb;
   platform.infer = infer_cb;
+  platform.flush = flush_cb;
 #if defined(ARDUINO_ARCH_ESP32)
   if (g_prefs.begin("tinyship", false)) {
     platform.storage_read = storage_read_cb;
@@ -177,6 +225,13 @@ void setup() {
   }
 #endif
   g_core_status = ts_core_init(g_core_mem, sizeof(g_core_mem), &cfg, &platform, &g_core);
+  if (g_core != nullptr) {
+    ts_link_t link = {};
+    link.kind = TINYSHIP_SERIAL_LINK;
+    link.baud = TINYSHIP_SERIAL_LINK == TS_LINK_UART ? TINYSHIP_SERIAL_BAUD : 0u;
+    link.rx_window = TINYSHIP_SERIAL_LINK == TS_LINK_UART ? TINYSHIP_SERIAL_RX_BUFFER : 0u;
+    (void)ts_core_set_link(g_core, &link);
+  }
   g_serial_was_open = static_cast<bool>(Serial);
 }
 

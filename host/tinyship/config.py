@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG_NAME = "tinyship.toml"
 BUNDLED_PREFIX = "bundled:"
+#: `TS_MLPERF_MODEL_DEFAULT` of the firmware core (tests check they agree).
+MLPERF_MODEL_DEFAULT = "ad01"
+#: What the core accepts as an MLPerf model name: the runner's `m-model-\[([^]]+)]` reads
+#: it back whole (firmware/scripts/select_model.py repeats it; tests check all three agree).
+MLPERF_MODEL_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 def bundled_dataset(name: str) -> Path:
@@ -104,7 +109,10 @@ class QuantizationSection(_Strict):
     #: Target-runtime profile; see tinyship.profiles. Must match the firmware's TFLM library.
     profile: str = "tflm-arduino-2023"
     representative_samples: int = Field(300, ge=10)
-    golden_vectors: int = Field(4, ge=1, le=32)
+    #: Boot self-test vectors embedded with the model (tinyship.convert.golden picks them:
+    #: every output, decision-boundary and extreme rows); the device must reproduce them
+    #: bit-exactly. Capped by the test rows and a 16 KiB flash budget.
+    golden_vectors: int = Field(32, ge=1, le=128)
 
 
 class GatesSection(_Strict):
@@ -165,6 +173,11 @@ class BoardSection(_Strict):
     #: Board profile for the virtual board's latency model (cycles per MAC, clock).
     clock_hz: int = Field(64_000_000, ge=1)
     cycles_per_mac: float = Field(4.0, gt=0.0)
+    #: MLPerf Tiny benchmark name the firmware reports to `profile%` (`m-model-[...]`); the
+    #: MLCommons runner picks its test script by it (ad01, ic01, kws01, vww01). Default ad01:
+    #: tinyship models are dense networks on flat int8 vectors, as the anomaly-detection
+    #: benchmark is, and its script sends any vector length (`bytes_to_send`).
+    mlperf_model: str = Field(MLPERF_MODEL_DEFAULT, pattern=MLPERF_MODEL_PATTERN)
 
 
 class Config(_Strict):

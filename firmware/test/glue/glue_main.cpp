@@ -8,7 +8,10 @@
 //   INFER cmd=<hex> out=<int8,...>
 //   HELLO model=<v> board=<b> crc_ok=<n> arena_used=<n> arena_size=<n> selftest=<n>
 //   TARGET mean=<f> scale=<f>            (INFO target-unit TLVs, %g)
+//   LINK <kind=.. baud=.. rx_window=..|none>  (INFO link TLV)
 //   RESULTS <m-results-[...] line>        (MLPerf infer on inputs 1..N)
+//   FLUSHES <Serial.flush() calls during that infer>
+//   PROFILE <m-model-[...] line>          (MLPerf profile%)
 #include <stdio.h>
 #include <string.h>
 
@@ -117,6 +120,7 @@ int main() {
     unsigned crc_ok = 99, selftest = 99;
     uint32_t used = 0, size = 0;
     float tmean = -1.0f, tscale = -1.0f;
+    char link[64] = "none";
     for (size_t i = 0; i + 2 <= pl.size() && i + 2 + pl[i + 1] <= pl.size(); i += 2u + pl[i + 1]) {
       const uint8_t *v = pl.data() + i + 2;
       const std::string s(reinterpret_cast<const char *>(v), pl[i + 1]);
@@ -129,12 +133,19 @@ int main() {
         case TS_TLV_SELF_TEST: selftest = v[0]; break;
         case TS_TLV_TARGET_MEAN: tmean = f32(v); break;
         case TS_TLV_TARGET_SCALE: tscale = f32(v); break;
+        case TS_TLV_LINK:
+          if (pl[i + 1] == 9) {
+            snprintf(link, sizeof(link), "kind=%u baud=%u rx_window=%u", static_cast<unsigned>(v[0]),
+                     static_cast<unsigned>(le32(v + 1)), static_cast<unsigned>(le32(v + 5)));
+          }
+          break;
         default: break;
       }
     }
     printf("HELLO model=%s board=%s crc_ok=%u arena_used=%u arena_size=%u selftest=%u\n", model.c_str(),
            board.c_str(), crc_ok, used, size, selftest);
     printf("TARGET mean=%g scale=%g\n", static_cast<double>(tmean), static_cast<double>(tscale));
+    printf("LINK %s\n", link);
   } else {
     printf("HELLO none\n");
   }
@@ -147,8 +158,13 @@ int main() {
     load += hex;
   }
   (void)text(load + "%");
+  const unsigned flushes = Serial.flushes;
   const std::string res = text("infer 1 0%");
   const size_t at = res.find("m-results-[");
   printf("RESULTS %s\n", at == std::string::npos ? "none" : res.substr(at, res.find("\r", at) - at).c_str());
+  printf("FLUSHES %u\n", Serial.flushes - flushes);
+  const std::string prof = text("profile%");
+  const size_t pm = prof.find("m-model-[");
+  printf("PROFILE %s\n", pm == std::string::npos ? "none" : prof.substr(pm, prof.find("\r", pm) - pm).c_str());
   return 0;
 }

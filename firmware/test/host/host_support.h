@@ -56,6 +56,9 @@ struct Fake {
   uint32_t clock_step = 0;         // added on every micros() call
   uint32_t infer_step = 100;       // added by every inference (latency)
   bool fail_write = false;
+  uint32_t write_us_per_byte = 0;  // a blocking UART write: the clock runs while it sends
+  uint32_t flush_calls = 0;        // platform flush hook
+  bool fail_flush = false;
   bool fail_infer = false;
   int8_t fail_on_first_input = 99; // inference fails when input[0] == this
   int golden_corrupt_lsb = 0;      // added to out[0] (self-test failures)
@@ -88,7 +91,15 @@ struct Fake {
   }
   if (f->fail_write) return TS_ERR_IO;
   f->out.insert(f->out.end(), data, data + len);
+  f->clock += f->write_us_per_byte * static_cast<uint32_t>(len);
   return TS_OK;
+}
+
+// Writes are blocking (see fake_write), so there is nothing left to wait for.
+[[maybe_unused]] static ts_status_t fake_flush(void *user) {
+  Fake *f = static_cast<Fake *>(user);
+  f->flush_calls++;
+  return f->fail_flush ? TS_ERR_IO : TS_OK;
 }
 
 [[maybe_unused]] static uint32_t fake_micros(void *user) {
@@ -174,6 +185,7 @@ static int8_t g_golden_out[3 * kOut];
   p.write = fake_write;
   p.micros = fake_micros;
   p.infer = fake_infer;
+  p.flush = fake_flush;
   if (storage) {
     p.storage_read = fake_storage_read;
     p.storage_write = fake_storage_write;
@@ -181,9 +193,9 @@ static int8_t g_golden_out[3 * kOut];
   return p;
 }
 
-// Core memory: 8-byte aligned, large enough for any build.
+// Core memory: 8-byte aligned, as large as this build's bound.
 struct CoreMem {
-  alignas(16) uint8_t bytes[16384];
+  alignas(16) uint8_t bytes[TS_CORE_MEM_BYTES];
 };
 
 // ------------------------------------------------------ output parsing --

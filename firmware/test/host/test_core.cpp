@@ -221,7 +221,7 @@ void test_init_banner_and_preconditions() {
         c2.board = "0123456789012345678901234567890123456789012345678901234567890123456789";
       }},
       {[](ts_config_t &c2, ts_platform_t &) { c2.input_size = 0; }},
-      {[](ts_config_t &c2, ts_platform_t &) { c2.input_size = TS_MAX_PAYLOAD - 1; }},
+      {[](ts_config_t &c2, ts_platform_t &) { c2.input_size = TS_MAX_INPUT_BYTES + 1; }},
       {[](ts_config_t &c2, ts_platform_t &) { c2.output_size = TS_MAX_PAYLOAD - 5; }},
       {[](ts_config_t &c2, ts_platform_t &) { c2.input_rank = 9; }},
       {[](ts_config_t &c2, ts_platform_t &) { c2.output_shape = nullptr; }},
@@ -234,6 +234,15 @@ void test_init_banner_and_preconditions() {
       {[](ts_config_t &c2, ts_platform_t &) { c2.target_scale = -INFINITY; }},
       {[](ts_config_t &c2, ts_platform_t &) { c2.target_mean = INFINITY; }},
       {[](ts_config_t &c2, ts_platform_t &) { c2.target_mean = NAN; }},
+      // MLPerf model names the runner's m-model-\[([^]]+)] could not read back whole
+      {[](ts_config_t &c2, ts_platform_t &) { c2.mlperf_model = ""; }},
+      {[](ts_config_t &c2, ts_platform_t &) { c2.mlperf_model = "ad]01"; }},
+      {[](ts_config_t &c2, ts_platform_t &) { c2.mlperf_model = "ad 01"; }},
+      {[](ts_config_t &c2, ts_platform_t &) { c2.mlperf_model = "ad01%"; }},
+      {[](ts_config_t &c2, ts_platform_t &) { c2.mlperf_model = "ad01\r\n"; }},
+      {[](ts_config_t &c2, ts_platform_t &) {
+        c2.mlperf_model = "a123456789012345678901234567890123456789012345678901234567890123456789";
+      }},
   };
   for (const Bad &b : bads) {
     ts_config_t c2 = default_config();
@@ -684,10 +693,19 @@ void test_text_mode() {
 void test_mlperf() {
   Rig r;
   CHECK(r.text("name%").text == "m-name-dut-[tinyship]\r\nm-ready\r\n");
+  // m-model is the benchmark name the runner selects its script by (default ad01),
+  // never the registry version.
   CHECK(r.text("profile%").text ==
-        "m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\nm-model-[v0003]\r\nm-ready\r\n");
+        "m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\nm-model-[ad01]\r\nm-ready\r\n");
+  Rig named(false, [](ts_config_t &c, Fake &) { c.mlperf_model = "kws01"; });
+  CHECK_EQ(named.init_status, TS_OK);
+  CHECK(named.text("profile%").text ==
+        "m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\nm-model-[kws01]\r\nm-ready\r\n");
+  CHECK_CONTAINS(named.text("info\n").text, "model=v0003 ");  // the registry version stays in INFO
   r.fake.clock += 777;
+  const uint32_t flushes = r.fake.flush_calls;
   const std::string ts = r.text("timestamp%").text;
+  CHECK_EQ(r.fake.flush_calls - flushes, 1u);  // the platform drained its transmitter first
   CHECK(ts.rfind("m-lap-us-", 0) == 0);
   CHECK_CONTAINS(ts, "\r\nm-ready\r\n");
   CHECK_EQ(strtoull(ts.c_str() + 9, nullptr, 10), 777u + 3u * 100u);  // + 3 self-test inferences
@@ -960,7 +978,153 @@ void test_largest_model_sizes() {
   CHECK_EQ(commas, TS_MAX_PAYLOAD - 7);
 }
 
+// The two m-lap-us values of an `infer` reply (0, 0 when absent).
+void lap_pair(const std::string &reply, unsigned long long *t0, unsigned long long *t1) {
+  *t0 = *t1 = 0;
+  const char *l0 = strstr(reply.c_str(), "m-lap-us-");
+  const char *l1 = l0 != nullptr ? strstr(l0 + 1, "m-lap-us-") : nullptr;
+  CHECK(l0 != nullptr && l1 != nullptr);
+  if (l0 == nullptr || l1 == nullptr) return;
+  *t0 = strtoull(l0 + 9, nullptr, 10);
+  *t1 = strtoull(l1 + 9, nullptr, 10);
+}
+
+// MLPerf timestamps bracket the inferences only: the lines before the first are
+// written and the platform's transmitter drained before the clock is read, and
+// both m-lap-us lines are printed after the second. With a blocking UART write at
+// 115200 baud (87 us per byte) the measured time is the inference time alone.
+void test_mlperf_timestamps_exclude_transmit_time() {
+  Rig r;
+  CHECK_CONTAINS(r.text("db load 4%db 01020304%").text, "m-load-done");
+  r.fake.infer_step = 1000;
+  r.fake.write_us_per_byte = 87;
+  const uint32_t flushes = r.fake.flush_calls;
+  const std::string out = r.text("infer 3 2%").text;
+  CHECK_EQ(r.fake.flush_calls - flushes, 2u);  // before each timestamp
+  unsigned long long t0 = 0, t1 = 0;
+  lap_pair(out, &t0, &t1);
+  CHECK_EQ(t1 - t0, 3000u);
+  CHECK_CONTAINS(out, "m-warmup-done\r\nm-infer-start-3\r\nm-lap-us-");  // upstream order
+  CHECK_CONTAINS(out, "\r\nm-infer-done\r\nm-results-[");
+
+  // Without a flush hook the core still writes its own buffer before reading the clock.
+  Fake f;
+  f.infer_step = 1000;
+  ts_config_t c = default_config();
+  ts_platform_t pl = fake_platform(&f);
+  pl.flush = nullptr;
+  CoreMem m;
+  ts_core_t *core = nullptr;
+  CHECK_EQ(ts_core_init(m.bytes, sizeof(m.bytes), &c, &pl, &core), TS_OK);
+  feed_str(core, "db load 4%db 01020304%");
+  f.write_us_per_byte = 87;
+  f.out.clear();
+  feed_str(core, "infer 2 0%");
+  lap_pair(parse_output(f.out).text, &t0, &t1);
+  CHECK_EQ(t1 - t0, 2000u);
+
+  // A failing flush hook is an I/O error, like a failing write.
+  r.fake.fail_flush = true;
+  CHECK_EQ(ts_core_feed(r.core, reinterpret_cast<const uint8_t *>("timestamp%"), 10), TS_ERR_IO);
+  r.fake.fail_flush = false;
+  CHECK_EQ(ts_core_feed(r.core, reinterpret_cast<const uint8_t *>("timestamp%"), 10), TS_OK);
+}
+
+// The model input (MLPerf db buffer) is capped by the build setting TS_MAX_INPUT_BYTES;
+// a binary INFER carries at most TS_MAX_PAYLOAD - 2 input bytes whatever it is. `make
+// test` runs this file twice: with the default cap and with the MLPerf vision input.
+void test_input_buffer_build_setting() {
+  enum { kImage = 96 * 96 * 3 };  // MLPerf vww01 input, 27,648 bytes
+  CHECK(ts_core_size() <= TS_CORE_MEM_BYTES);
+  CHECK(TS_CORE_MEM_BYTES <= 5120u + TS_MAX_INPUT_BYTES + 7u);  // the documented RAM cost
+  static const int32_t shape[4] = {1, 96, 96, 3};
+  auto image_model = [](ts_config_t &c, Fake &) {
+    c.input_size = kImage;
+    c.input_shape = shape;
+    c.input_rank = 4;
+    c.golden_count = 0;
+    c.golden_inputs = nullptr;
+    c.golden_outputs = nullptr;
+  };
+#if TS_MAX_INPUT_BYTES >= 96 * 96 * 3
+  static int8_t img[kImage];
+  for (size_t i = 0; i < kImage; i++) img[i] = static_cast<int8_t>(static_cast<uint8_t>(i * 7u));
+  Rig r(false, image_model);
+  CHECK_EQ(r.init_status, TS_OK);
+  const Tlvs t = parse_tlv(r.request(TS_CMD_HELLO, 1, {}).frames[0].payload);
+  CHECK_EQ(le32(t.v[TS_TLV_INPUT_SIZE].data()), kImage);
+  // Binary INFER: one vector does not fit a payload.
+  std::vector<uint8_t> pl = {1, 0};
+  pl.resize(TS_MAX_PAYLOAD, 0);
+  check_error(r.request(TS_CMD_INFER, 2, pl), TS_ERR_WRONG_INPUT_SIZE, TS_CMD_INFER, 2);
+  CHECK(r.text("db load 27649%").text ==
+        "e-[Supplied buffer size 27649 exceeds maximum of 27648]\r\nm-ready\r\n");
+  CHECK(r.text("db load 27648%").text == "m-[Expecting 27648 bytes]\r\nm-ready\r\n");
+  // As the MLCommons runner loads it: 31 bytes (62 hex digits) per `db` command.
+  size_t ready = 0, done = 0;
+  static const char kHex[] = "0123456789abcdef";
+  for (size_t off = 0; off < kImage; off += 31) {
+    std::string cmd = "db ";
+    for (size_t i = off; i < off + 31 && i < kImage; i++) {
+      const uint8_t b = static_cast<uint8_t>(img[i]);
+      cmd += kHex[b >> 4];
+      cmd += kHex[b & 0xFu];
+    }
+    cmd += "%";
+    const std::string reply = r.text(cmd.c_str()).text;
+    ready += reply.find("m-ready") != std::string::npos;
+    done += reply.find("m-load-done") != std::string::npos;
+  }
+  CHECK_EQ(ready, (kImage + 30) / 31);
+  CHECK_EQ(done, 1u);
+  CHECK(r.text("db print%").text.rfind("m-buffer-00-07-0e-15-1c-23-2a-31\r\n", 0) == 0);
+  // out[0] = clamp(sum) = -128 (108 periods of all int8 values), out[1] = in[0] = 0
+  CHECK_CONTAINS(r.text("infer 1 0%").text, "m-infer-done\r\nm-results-[-34.500,-2.500]\r\n");
+#else
+  Rig r(false, image_model);
+  CHECK_EQ(r.init_status, TS_ERR_INVALID_ARGUMENT);  // raise TS_MAX_INPUT_BYTES for this model
+#endif
+}
+
 }  // namespace
+
+// ------------------------------------------------------------ serial link --
+
+void test_link() {
+  Rig r;
+  // Not reported until the glue says what its Serial is.
+  CHECK(!parse_tlv(r.request(TS_CMD_HELLO, 1, {}).frames[0].payload).present[TS_TLV_LINK]);
+  CHECK(r.text("info\n").text.find("link=") == std::string::npos);
+
+  const ts_link_t uart = {TS_LINK_UART, 115200u, 256u};
+  CHECK_EQ(ts_core_set_link(r.core, &uart), TS_OK);
+  Tlvs t = parse_tlv(r.request(TS_CMD_HELLO, 2, {}).frames[0].payload);
+  CHECK(t.well_formed);
+  CHECK((t.v[TS_TLV_LINK] == std::vector<uint8_t>{TS_LINK_UART, 0x00, 0xC2, 0x01, 0x00, 0x00, 0x01,
+                                                  0x00, 0x00}));
+  CHECK_CONTAINS(r.text("info\n").text, "link=uart baud=115200 rx_window=256\r\n");
+
+  const ts_link_t usb = {TS_LINK_USB_CDC, 0u, 0u};
+  CHECK_EQ(ts_core_set_link(r.core, &usb), TS_OK);
+  t = parse_tlv(r.request(TS_CMD_HELLO, 3, {}).frames[0].payload);
+  CHECK((t.v[TS_TLV_LINK] == std::vector<uint8_t>{TS_LINK_USB_CDC, 0, 0, 0, 0, 0, 0, 0, 0}));
+  CHECK_CONTAINS(r.text("info\n").text, "link=usb-cdc baud=0 rx_window=0\r\n");
+
+  // A UART without a baud rate, a baud rate on USB, an unknown kind: refused, unchanged.
+  const ts_link_t bad[] = {{TS_LINK_UART, 0u, 256u}, {TS_LINK_USB_CDC, 9600u, 0u}, {7u, 0u, 0u},
+                           {TS_LINK_UNKNOWN, 115200u, 0u}};
+  for (const ts_link_t &b : bad) CHECK_EQ(ts_core_set_link(r.core, &b), TS_ERR_INVALID_ARGUMENT);
+  CHECK_EQ(ts_core_set_link(r.core, nullptr), TS_ERR_INVALID_ARGUMENT);
+  CHECK_EQ(ts_core_set_link(nullptr, &uart), TS_ERR_INVALID_ARGUMENT);
+  t = parse_tlv(r.request(TS_CMD_HELLO, 4, {}).frames[0].payload);
+  CHECK_EQ(t.v[TS_TLV_LINK].size(), 9u);
+  CHECK_EQ(t.v[TS_TLV_LINK][0], TS_LINK_USB_CDC);
+
+  // Unknown again: the tag disappears.
+  const ts_link_t unknown = {TS_LINK_UNKNOWN, 0u, 0u};
+  CHECK_EQ(ts_core_set_link(r.core, &unknown), TS_OK);
+  CHECK(!parse_tlv(r.request(TS_CMD_HELLO, 5, {}).frames[0].payload).present[TS_TLV_LINK]);
+}
 
 int main() {
   test_crc32();
@@ -985,6 +1149,9 @@ int main() {
   test_self_test();
   test_busy_io_storage_and_clock_wrap();
   test_largest_model_sizes();
+  test_mlperf_timestamps_exclude_transmit_time();
+  test_input_buffer_build_setting();
+  test_link();
   printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

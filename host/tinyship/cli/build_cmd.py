@@ -33,10 +33,13 @@ def build(env: str, model: str | None, config_path: Path | None, registry_dir: P
     """Compile the firmware for ENV with a model version inside; refuse incompatible models."""
     from tinyship.firmware.build import build as run_build
 
-    reg, _ = project_context(config_path, registry_dir)
+    reg, board = project_context(config_path, registry_dir)
+    # A name the config sets wins; otherwise the pre-build script reads the project's
+    # tinyship.toml (which may not be the one in this folder) or uses the default.
+    mlperf = board.mlperf_model if "mlperf_model" in board.model_fields_set else None
     echo = None if as_json else (lambda line: click.echo(line, err=True))
     result = run_build(project_dir, reg, env, model, upload=upload, upload_port=upload_port,
-                       pio=[pio_exe] if pio_exe else None, on_line=echo)
+                       pio=[pio_exe] if pio_exe else None, on_line=echo, mlperf_model=mlperf)
     if as_json:
         echo_json(result.to_dict())
     else:

@@ -22,7 +22,13 @@ from tinyship.cli._common import json_option, model_option, project_context, reg
 @model_option
 @registry_options
 @click.option("--baud", type=click.IntRange(min=0), default=115200, show_default=True,
-              help="Link speed, 10 bits per byte; 0 = unpaced.")
+              help="Link speed of the modelled UART, 10 bits per byte; 0 = unpaced (a byte "
+              "stream without a byte rate).")
+@click.option("--rx-buffer", "rx_buffer", type=click.IntRange(min=1), default=256,
+              show_default=True,
+              help="Receive buffer of the modelled UART in bytes (the Arduino cores' is 256): "
+              "bytes arriving while the core is busy and it is full are lost. Advertised in "
+              "INFO as the host's window.")
 @click.option("--faults", "faults_spec", default=None, metavar="SPEC",
               help="Fault injection, e.g. corrupt_rx=0.01,drop_tx=0.005,garbage=0.05,"
               "reset_after=20,hang_after=50,wrong_version,wrong_hash,wrong_prediction=0.1,"
@@ -35,10 +41,15 @@ from tinyship.cli._common import json_option, model_option, project_context, reg
 @click.option("--pty", "use_pty", is_flag=True, help="Serve a pty instead of a TCP socket.")
 @click.option("--boot-delay", "boot_delay", type=click.FloatRange(min=0.0), default=0.3,
               show_default=True, help="Seconds from port open (reset) to the boot banner.")
+@click.option("--realtime", is_flag=True,
+              help="Run at the modelled board's speed: sleep so that wall time keeps up with "
+              "the board's clock (for benchmarks with a minimum duration, e.g. the MLCommons "
+              "runner's 10 s).")
 @json_option
 def emulator(model: str | None, registry_dir: Path | None, config_path: Path | None,
              baud: int, faults_spec: str | None, state_dir: Path | None, port: int,
-             host: str, use_pty: bool, boot_delay: float, as_json: bool) -> None:
+             host: str, use_pty: bool, boot_delay: float, realtime: bool, rx_buffer: int,
+             as_json: bool) -> None:
     """Run a virtual tinyship board (the firmware core + TFLite Micro) on a serial URL."""
     from tinyship.device.virtual import VirtualBoard, parse_faults
 
@@ -49,7 +60,7 @@ def emulator(model: str | None, registry_dir: Path | None, config_path: Path | N
     registry, board = project_context(config_path, registry_dir)
     vb = VirtualBoard(registry.root, model, board=board, baud=baud, faults=faults,
                       state_dir=state_dir, boot_delay_s=boot_delay, host=host, port=port,
-                      pty=use_pty)
+                      pty=use_pty, realtime=realtime, rx_buffer=rx_buffer)
     done = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -64,7 +75,10 @@ def emulator(model: str | None, registry_dir: Path | None, config_path: Path | N
             click.echo(url)
         sys.stdout.flush()
         click.echo(f"virtual board {vb.board.name}: model {vb.firmware.version}, "
-                   f"baud {baud or 'unpaced'}, state {vb.state.path}"
+                   f"baud {baud or 'unpaced'}"
+                   + (f" ({rx_buffer}-byte receive buffer)" if baud else "")
+                   + f", MLPerf model {vb.board.mlperf_model}"
+                   + (", real time" if realtime else "") + f", state {vb.state.path}"
                    + (f", faults {faults.to_spec()}" if faults.active else "")
                    + "; Ctrl-C to stop", err=True)
         while not done.wait(0.5):

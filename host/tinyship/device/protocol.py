@@ -145,6 +145,7 @@ class Tag(IntEnum):
     OUTPUT_SIZE = 0x1B
     TARGET_MEAN = 0x1C
     TARGET_SCALE = 0x1D
+    LINK = 0x1E
 
 
 #: Value type of each tag, as in TS_TLV_LIST.
@@ -158,7 +159,7 @@ TAG_TYPES: dict[Tag, str] = {
     Tag.BOOT_COUNT: "u32", Tag.RESET_REASON: "u8", Tag.SELF_TEST: "selftest",
     Tag.MAX_PAYLOAD: "u16", Tag.GIT_COMMIT: "str", Tag.BUILD_TIME: "str",
     Tag.INPUT_SIZE: "u32", Tag.OUTPUT_SIZE: "u32", Tag.TARGET_MEAN: "f32",
-    Tag.TARGET_SCALE: "f32",
+    Tag.TARGET_SCALE: "f32", Tag.LINK: "link",
 }
 
 DTYPE_FLOAT32 = 1
@@ -176,6 +177,19 @@ class SelfTestStatus(IntEnum):
     FAIL = 1
     NOT_RUN = 2
     INFER_ERROR = 3
+
+
+class LinkKind(IntEnum):
+    """`ts_link_kind_t`: what carries the bytes (first field of the LINK tag)."""
+
+    UNKNOWN = 0
+    UART = 1
+    USB_CDC = 2
+    STREAM = 3
+
+
+#: Bits on the wire per byte of an 8N1 UART: start bit, 8 data bits, stop bit.
+UART_BITS_PER_BYTE = 10
 
 
 RESET_REASONS = ("unknown", "power-on", "reset-pin", "watchdog", "software", "brown-out",
@@ -334,6 +348,12 @@ def parse_error(payload: bytes) -> ErrorReply:
     return ErrorReply(payload[0], payload[1], payload[2:].decode("ascii", errors="replace"))
 
 
+def wire_frame_size(payload_len: int) -> int:
+    """Largest wire size of a frame carrying `payload_len` payload bytes (delimiters,
+    COBS, header and CRC included): what it costs on the link."""
+    return cobs_max_encoded(HEADER_SIZE + payload_len + CRC_SIZE) + 2
+
+
 def max_batch(input_size: int, output_size: int, max_payload: int = MAX_PAYLOAD) -> int:
     """Most vectors one INFER may carry so that request and reply fit in `max_payload`."""
     if input_size < 1 or output_size < 1:
@@ -393,6 +413,44 @@ class SelfTest:
         return self.status == SelfTestStatus.PASS
 
 
+@dataclass(frozen=True)
+class LinkInfo:
+    """The LINK tag: the board's serial link, as the board knows it (PROTOCOL.md section 8).
+
+    >>> LinkInfo(LinkKind.UART, 115200, 256).byte_rate
+    11520.0
+    >>> LinkInfo(LinkKind.USB_CDC, 0, 0).byte_rate is None
+    True
+    """
+
+    kind: int
+    baud: int
+    #: Bytes the board can receive while busy with a request; 0: no limit (flow controlled).
+    rx_window: int
+
+    @property
+    def kind_name(self) -> str:
+        try:
+            return LinkKind(self.kind).name.lower().replace("_", "-")
+        except ValueError:
+            return f"unknown({self.kind})"
+
+    @property
+    def physical(self) -> bool:
+        """A UART: `baud` is the physical bit rate of each direction."""
+        return self.kind == LinkKind.UART and self.baud > 0
+
+    @property
+    def byte_rate(self) -> float | None:
+        """Bytes per second each direction can carry (8N1), or None when not physical."""
+        return self.baud / UART_BITS_PER_BYTE if self.physical else None
+
+
+def encode_link(link: LinkInfo) -> bytes:
+    """Value of the LINK tag: kind:u8, baud:u32, rx_window:u32."""
+    return struct.pack("<BII", link.kind, link.baud, link.rx_window)
+
+
 @dataclass
 class DeviceInfo:
     """Everything HELLO returned; absent tags stay None; unknown tags kept raw."""
@@ -428,6 +486,8 @@ class DeviceInfo:
     #: None from firmware older than these tags (its results% has no target units).
     target_mean: float | None = None
     target_scale: float | None = None
+    #: The serial link (kind, baud, receive window); None from firmware that does not say.
+    link: LinkInfo | None = None
     unknown: dict[int, bytes] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -440,6 +500,8 @@ class DeviceInfo:
                                     if self.model_crc_ok in (0, 1, 2) else "?")
         if self.reset_reason is not None and self.reset_reason < len(RESET_REASONS):
             d["reset_reason_name"] = RESET_REASONS[self.reset_reason]
+        if self.link is not None:
+            d["link"]["kind_name"] = self.link.kind_name
         return d
 
 
@@ -457,6 +519,10 @@ def _tlv_value(kind: str, value: bytes) -> Any:
         if len(value) != 6:
             raise ProtocolError(f"self-test TLV of {len(value)} bytes, expected 6")
         return SelfTest(*struct.unpack("<BHHB", value))
+    if kind == "link":
+        if len(value) != 9:
+            raise ProtocolError(f"link TLV of {len(value)} bytes, expected 9")
+        return LinkInfo(*struct.unpack("<BII", value))
     fmt = _SCALAR[kind]
     if len(value) != struct.calcsize(fmt):
         raise ProtocolError(f"{kind} TLV of {len(value)} bytes")

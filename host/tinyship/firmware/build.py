@@ -1,10 +1,10 @@
 """Build firmware for one PlatformIO environment with a registry version embedded.
 
 The PlatformIO pre-build script (`firmware/scripts/select_model.py`) reads
-`TINYSHIP_MODEL` / `TINYSHIP_REGISTRY`; this module sets them, refuses a model quantized
-for a runtime profile the environment's TFLM library cannot run, and stores the build
-outputs beside the registry (`<registry>/builds/<version>/<env>/`), never inside the
-immutable version folder.
+`TINYSHIP_MODEL` / `TINYSHIP_REGISTRY` / `TINYSHIP_MLPERF_MODEL`; this module sets them,
+refuses a model quantized for a runtime profile the environment's TFLM library cannot run,
+and stores the build outputs beside the registry (`<registry>/builds/<version>/<env>/`),
+never inside the immutable version folder.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from tinyship.errors import BuildError, RegistryError
 from tinyship.profiles import PROFILES, compatible
 from tinyship.registry import DAMAGED_HINT, Registry, sha256_file
+from tinyship.tflm_libraries import EnvSpec, LibraryRelease, check_env
 
 PROFILE_OPTION = "custom_tinyship_profile"
 OUTPUT_NAMES = ("firmware.bin", "firmware.hex", "firmware.uf2", "firmware.elf")
@@ -57,6 +58,51 @@ def read_envs(ini: Path) -> dict[str, dict[str, str]]:
         for s in parser.sections()
         if s.startswith("env:")
     }
+
+
+def _values(text: str) -> tuple[str, ...]:
+    """A multi-value option (one per line or comma separated), comments dropped."""
+    items = (v.split(" ;", 1)[0].strip() for line in text.splitlines() for v in line.split(","))
+    return tuple(v for v in items if v and not v.startswith((";", "#")))
+
+
+def env_spec(ini: Path, env: str) -> EnvSpec:
+    """`[env:NAME]` over the common `[env]` section, as the TFLM library check needs it;
+    the ESP-IDF manifest is `<src_dir>/idf_component.yml` (`[platformio] src_dir`)."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(ini, encoding="utf-8")
+    except configparser.Error as e:
+        raise BuildError(f"{ini}: cannot parse: {e}") from None
+    section = f"env:{env}"
+    if not parser.has_section(section):
+        env_profile(ini, env)  # raises, naming the known envs
+    opts = {**(dict(parser.items("env")) if parser.has_section("env") else {}),
+            **dict(parser.items(section))}
+    frameworks = _values(opts.get("framework", ""))
+    src_dir = parser.get("platformio", "src_dir", fallback="src").strip()
+    manifest = ini.parent / src_dir / "idf_component.yml"
+    text = None
+    if "espidf" in frameworks and manifest.is_file():
+        text = manifest.read_text(encoding="utf-8")
+    return EnvSpec(
+        name=env,
+        board=opts.get("board", "").strip(),
+        platform=opts.get("platform", "").strip(),
+        frameworks=frameworks,
+        profile=opts.get(PROFILE_OPTION, "").strip(),
+        lib_deps=_values(opts.get("lib_deps", "")),
+        idf_manifest=text,
+        idf_manifest_path=str(manifest.relative_to(ini.parent)
+                              if manifest.is_relative_to(ini.parent) else manifest),
+    )
+
+
+def env_library(ini: Path, env: str) -> LibraryRelease:
+    """The checked TFLM library release `env` pins (`tinyship.tflm_libraries.check_env`):
+    BuildError when it is unknown, not pinned exactly, unchecked on the board, needs
+    another ESP-IDF than the platform's, or runs less than the env's profile claims."""
+    return check_env(env_spec(ini, env))
 
 
 def env_profile(ini: Path, env: str) -> str:
@@ -112,11 +158,15 @@ def build(
     upload_port: str | None = None,
     pio: list[str] | None = None,
     on_line: Callable[[str], None] | None = None,
+    mlperf_model: str | None = None,
 ) -> BuildResult:
-    """Run `pio run -e ENV` with the version embedded; store the outputs with the version."""
+    """Run `pio run -e ENV` with the version embedded; store the outputs with the version.
+    `mlperf_model` (the config's `board.mlperf_model`) is what `profile%` reports; None leaves
+    it to the pre-build script (the project's tinyship.toml, else its default)."""
     version = registry.resolve(ref)
     manifest = registry.manifest(version)
     runtime_profile = env_profile(project_dir / "platformio.ini", env)
+    env_library(project_dir / "platformio.ini", env)
     check_compatible(env, runtime_profile, version, str(manifest.get("profile")))
     problems = registry.verify(version)
     if problems:  # a registry problem (exit 6), found before PlatformIO copies the files
@@ -130,6 +180,8 @@ def build(
             cmd += ["--upload-port", upload_port]
     environ = {**os.environ, "TINYSHIP_MODEL": version,
                "TINYSHIP_REGISTRY": str(registry.root.resolve())}
+    if mlperf_model is not None:
+        environ["TINYSHIP_MLPERF_MODEL"] = mlperf_model
     try:
         proc = subprocess.Popen(cmd, cwd=project_dir, env=environ, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)

@@ -5,8 +5,8 @@ streams the version's held-out test set (`x_int8`) through INFER and compares, c
 check, with what the registry recorded: identity (protocol, model version, SHA-256, CRC,
 self-test), bit parity with the host TFLM reference (`reference_int8`), the task metric,
 agreement metrics (as ST's validate-on-target), latency against the board's budget, and
-link throughput. It returns a `Report`; the CLI turns a failed report into exit code 9.
-Device and link failures propagate as `DeviceError` (exit code 8).
+link figures per direction (`linkrate`). It returns a `Report`; the CLI turns a failed
+report into exit code 9. Device and link failures propagate as `DeviceError` (exit code 8).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tinyship.device.client import (
     DeviceReplyError,
 )
 from tinyship.device.transport import BANNER_TIMEOUT_S
+from tinyship.hil.linkrate import link_figures, physical_rate
 from tinyship.hil.report import Check, Report
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ def validate(
     board_cfg: Any = None,
     tolerance_lsb: int = 0,
     baud: int = 115_200,
+    baud_is_physical: bool = False,
     limit: int | None = None,
     timeout_s: float = REPLY_TIMEOUT_S,
     window: int = PIPELINE_WINDOW,
@@ -117,7 +119,10 @@ def validate(
 ) -> Report:
     """Validate registry `version` (None: production, else latest) on the board at `url`.
 
-    `baud` is the line rate used for link utilisation (0: unpaced, not computed).
+    `baud` is the line rate the port is opened with. Link utilisation (per direction, of
+    `baud / 10` bytes/s) is computed only when the link is a physical UART: when the device
+    reports one in INFO (its baud rate counts), or, for firmware that does not report its
+    link, when `baud_is_physical` (the user passed --baud for a UART).
     `client`: an already connected client (the pytest suite shares one); else one is
     opened on `url` and closed at the end. `on_progress(done, total)` while streaming.
     """
@@ -140,7 +145,9 @@ def validate(
                                    banner_timeout_s=banner_timeout_s)
     try:
         return _validate(client, manifest, ts, expected, budget_us=budget_us,
-                         tolerance_lsb=tolerance_lsb, baud=baud, t_start=t_start,
+                         tolerance_lsb=tolerance_lsb,
+                         user_baud=baud if baud_is_physical and baud > 0 else None,
+                         t_start=t_start,
                          robustness_probe=robustness_probe, on_progress=on_progress)
     finally:
         if own:
@@ -149,7 +156,7 @@ def validate(
 
 def _validate(client: DeviceClient, manifest: dict[str, Any], ts: TestSet,
               expected: dict[str, Any], *, budget_us: int | None, tolerance_lsb: int,
-              baud: int, t_start: float, robustness_probe: bool,
+              user_baud: int | None, t_start: float, robustness_probe: bool,
               on_progress: Callable[[int, int], None] | None) -> Report:
     info = client.hello()
     report = Report(device=info.to_dict(), expected=expected)
@@ -282,11 +289,11 @@ def _validate(client: DeviceClient, manifest: dict[str, Any], ts: TestSet,
         f"{budget_us if budget_us is not None else 'none'} µs"))
 
     if n and result.elapsed_s > 0:
-        report.throughput_vps = n / result.elapsed_s
-        bytes_per_vector = result.wire_bytes / n
-        if baud > 0:
-            link_vps = baud / (10 * bytes_per_vector)
-            report.link_utilization = report.throughput_vps / link_vps
+        report.link = link_figures(
+            vectors=n, input_size=int(info.input_size or 0), bytes_tx=result.bytes_tx,
+            bytes_rx=result.bytes_rx, elapsed_s=result.elapsed_s,
+            rate=physical_rate(info.link, user_baud), rx_window=client.rx_window)
+        report.throughput_vps = report.link["vectors_per_s"]
     dev_stats = client.stats()
     report.device["stats"] = dev_stats.to_dict()
     if robustness_probe:
@@ -349,5 +356,6 @@ def _finish(report: Report, client: DeviceClient, c0: tuple[int, int], t_start: 
             "no_reset", not why, "; ".join(why) or "no reboot or hang during validation"))
     report.retries = client.counters.retries - c0[0]
     report.errors = client.counters.errors - c0[1]
-    report.device["link"] = client.counters.to_dict()
+    # the client's counters (retries, timeouts, window); `device["link"]` is the INFO link tag
+    report.device["link_counters"] = client.counters.to_dict()
     report.duration_s = time.monotonic() - t_start

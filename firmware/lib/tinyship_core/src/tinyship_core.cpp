@@ -182,6 +182,9 @@ struct ts_core {
   bool busy;
   bool io_error;
 
+  // serial link reported in INFO (ts_core_set_link; kind 0 = not reported)
+  ts_link_t link;
+
   // binary receive
   uint8_t mode;
   bool rx_overflow;
@@ -194,10 +197,10 @@ struct ts_core {
   bool line_overflow;
   char line[TS_MAX_LINE + 1];
 
-  // MLPerf db buffer and last output
+  // MLPerf db buffer (the model input, up to TS_MAX_INPUT_BYTES) and last output
   size_t db_size;
   size_t db_pos;
-  int8_t db[TS_MAX_PAYLOAD];
+  int8_t db[TS_MAX_INPUT_BYTES];
   int8_t last_out[TS_MAX_PAYLOAD];
 
   // buffered output
@@ -210,6 +213,9 @@ struct ts_core {
 };
 
 static_assert(sizeof(ts_core) <= TS_CORE_MEM_BYTES, "raise TS_CORE_MEM_BYTES");
+// A positive size well below parse_int's saturation (1e9), so `db load N` compares exactly.
+static_assert(TS_MAX_INPUT_BYTES >= 1u && TS_MAX_INPUT_BYTES <= 100000000u,
+              "TS_MAX_INPUT_BYTES out of range");
 
 namespace {
 
@@ -309,6 +315,15 @@ uint64_t tick(ts_core *c) {
   c->uptime_us += static_cast<uint32_t>(now - c->clock_last);
   c->clock_last = now;
   return c->uptime_us;
+}
+
+// The clock, read once everything queued so far has left the device: the core's
+// buffer is written and the platform's transmitter drained (platform flush), so
+// transmit time is never counted in an MLPerf measurement.
+uint64_t tick_after_flush(ts_core *c) {
+  flush(c);
+  if (c->plat.flush != nullptr && c->plat.flush(c->plat.user) != TS_OK) c->io_error = true;
+  return tick(c);
 }
 
 // ------------------------------------------------------------- inference --
@@ -514,6 +529,13 @@ void handle_hello(ts_core *c, const Packet &req) {
   t.u32(TS_TLV_OUTPUT_SIZE, f.output_size);
   t.f32(TS_TLV_TARGET_MEAN, f.target_mean);
   t.f32(TS_TLV_TARGET_SCALE, f.target_scale);
+  if (c->link.kind != TS_LINK_UNKNOWN) {
+    uint8_t ln[9];
+    ln[0] = static_cast<uint8_t>(c->link.kind);
+    put_le32(ln + 1, c->link.baud);
+    put_le32(ln + 5, c->link.rx_window);
+    t.put(TS_TLV_LINK, ln, sizeof(ln));
+  }
   if (!t.ok) {  // cannot happen with the string limits enforced at init
     send_error(c, TS_ERR_BUFFER_TOO_SMALL, req.cmd, req.seq);
     return;
@@ -533,7 +555,8 @@ void handle_infer(ts_core *c, const Packet &req) {
   }
   const size_t in_n = c->cfg.input_size;
   const size_t out_n = c->cfg.output_size;
-  if (req.len != 2u + count * in_n) {
+  // 64-bit: count * input_size may exceed a 32-bit size_t when TS_MAX_INPUT_BYTES is large.
+  if (static_cast<uint64_t>(req.len) != 2u + static_cast<uint64_t>(count) * in_n) {
     send_error(c, TS_ERR_WRONG_INPUT_SIZE, req.cmd, req.seq);
     return;
   }
@@ -741,6 +764,17 @@ void text_info(ts_core *c) {
     out_str(c, f.build_time != nullptr ? f.build_time : "unknown");
     out_crlf(c);
   }
+  if (c->link.kind != TS_LINK_UNKNOWN) {
+    out_str(c, "link=");
+    out_str(c, c->link.kind == TS_LINK_UART      ? "uart"
+               : c->link.kind == TS_LINK_USB_CDC ? "usb-cdc"
+                                                 : "stream");
+    out_str(c, " baud=");
+    out_u64(c, c->link.baud);
+    out_str(c, " rx_window=");
+    out_u64(c, c->link.rx_window);
+    out_crlf(c);
+  }
   out_str(c, "selftest=");
   out_str(c, self_test_word(c->self_test.status));
   out_str(c, " vectors=");
@@ -820,9 +854,9 @@ void mlperf_results(ts_core *c) {
   out_str(c, "]\r\n");
 }
 
-void mlperf_lap(ts_core *c) {
+void mlperf_lap(ts_core *c, uint64_t us) {
   out_str(c, "m-lap-us-");
-  out_u64(c, tick(c));
+  out_u64(c, us);
   out_crlf(c);
 }
 
@@ -868,12 +902,15 @@ void mlperf_infer(ts_core *c, char **tok, size_t n) {
   out_str(c, "m-infer-start-");
   out_u64(c, static_cast<uint32_t>(iters));
   out_crlf(c);
-  mlperf_lap(c);
-  flush(c);
+  // Nothing is transmitted between the two timestamps: the lines above are sent
+  // before the first, and both m-lap-us lines are printed after the second.
+  const uint64_t t0 = tick_after_flush(c);
   for (int32_t i = 0; i < iters && !failed; i++) {
     failed = timed_infer(c, c->db, c->last_out, nullptr) != TS_OK;
   }
-  mlperf_lap(c);
+  const uint64_t t1 = tick_after_flush(c);
+  mlperf_lap(c, t0);
+  mlperf_lap(c, t1);
   if (failed) {
     out_str(c, "e-[Inference failed]\r\n");
     return;
@@ -954,11 +991,13 @@ void mlperf_command(ts_core *c, char *line) {
   } else if (streq(tok[0], "name")) {
     out_str(c, "m-name-dut-[tinyship]\r\n");
   } else if (streq(tok[0], "timestamp")) {
-    mlperf_lap(c);
+    mlperf_lap(c, tick_after_flush(c));
   } else if (streq(tok[0], "profile")) {
+    // The benchmark name (the runner picks its test script by it), not the registry
+    // version: that is in the banner and INFO.
     out_str(c, "m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\n");
     out_str(c, "m-model-[");
-    out_str(c, c->cfg.model_version);
+    out_str(c, c->cfg.mlperf_model != nullptr ? c->cfg.mlperf_model : TS_MLPERF_MODEL_DEFAULT);
     out_str(c, "]\r\n");
   } else if (streq(tok[0], "help")) {
     out_str(c,
@@ -1046,6 +1085,21 @@ void write_banner(ts_core *c) {
 bool valid_string(const char *s, bool required) {
   if (s == nullptr) return !required;
   return bounded_strlen(s, kMaxString) <= kMaxString;
+}
+
+// An MLPerf model name the runner's `m-model-\[([^]]+)]` reads back whole: not empty,
+// and no ']', '%', space or line end.
+bool valid_mlperf_model(const char *s) {
+  if (s == nullptr) return true;
+  const size_t n = bounded_strlen(s, kMaxString);
+  if (n == 0 || n > kMaxString) return false;
+  for (size_t i = 0; i < n; i++) {
+    const char ch = s[i];
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                    ch == '_' || ch == '.' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -1184,10 +1238,10 @@ ts_status_t ts_core_init(void *mem, size_t mem_len, const ts_config_t *config,
   if (!valid_string(f.firmware_version, true) || !valid_string(f.model_version, true) ||
       !valid_string(f.model_sha256, true) || !valid_string(f.profile, true) ||
       !valid_string(f.board, true) || !valid_string(f.git_commit, false) ||
-      !valid_string(f.build_time, false)) {
+      !valid_string(f.build_time, false) || !valid_mlperf_model(f.mlperf_model)) {
     return TS_ERR_INVALID_ARGUMENT;
   }
-  if (f.input_size == 0 || f.input_size > TS_MAX_PAYLOAD - 2u || f.output_size == 0 ||
+  if (f.input_size == 0 || f.input_size > TS_MAX_INPUT_BYTES || f.output_size == 0 ||
       f.output_size > TS_MAX_PAYLOAD - 6u || f.input_rank > kMaxRank ||
       f.output_rank > kMaxRank || (f.input_rank != 0 && f.input_shape == nullptr) ||
       (f.output_rank != 0 && f.output_shape == nullptr) || f.model_crc_check > TS_CRC_NOT_CHECKED ||
@@ -1301,6 +1355,15 @@ ts_status_t ts_core_write_banner(ts_core_t *core) {
 ts_status_t ts_core_set_arena_used(ts_core_t *core, uint32_t arena_used) {
   if (core == nullptr || core->magic != kMagic) return TS_ERR_INVALID_ARGUMENT;
   core->cfg.arena_used = arena_used;
+  return TS_OK;
+}
+
+ts_status_t ts_core_set_link(ts_core_t *core, const ts_link_t *link) {
+  if (core == nullptr || core->magic != kMagic || link == nullptr ||
+      link->kind > TS_LINK_STREAM || (link->kind == TS_LINK_UART) != (link->baud != 0)) {
+    return TS_ERR_INVALID_ARGUMENT;
+  }
+  core->link = *link;
   return TS_OK;
 }
 

@@ -48,6 +48,18 @@ extern "C" {
 #define TS_MAX_LINE 256u
 /* Longest reason string in an error reply. */
 #define TS_MAX_REASON 40u
+/* Largest model input in int8 elements (= bytes): the size of the MLPerf `db`
+ * buffer the core keeps. A build setting, so a board pays only for what it
+ * needs: set it per PlatformIO env (build_flags = -DTS_MAX_INPUT_BYTES=27648 for
+ * the MLPerf vision input, 96x96x3). The default fits MCUs with 32 KB of RAM.
+ * A binary INFER carries at most TS_MAX_PAYLOAD - 2 input bytes whatever this
+ * is; larger inputs are loaded with MLPerf `db` commands only. */
+#ifndef TS_MAX_INPUT_BYTES
+#define TS_MAX_INPUT_BYTES 1022u
+#endif
+/* MLPerf Tiny benchmark name printed by `profile%` (m-model-[...]) when the
+ * configuration gives none; see ts_config_t.mlperf_model. */
+#define TS_MLPERF_MODEL_DEFAULT "ad01"
 
 /* ------------------------------------------------------------------ */
 /* Commands: X(name, code, short description). One list, used for the */
@@ -128,7 +140,8 @@ typedef enum ts_status { TS_STATUS_LIST(TS_X_ENUM) TS_STATUS_COUNT_ } ts_status_
   X(TS_TLV_INPUT_SIZE, 0x1A, "u32")                                   \
   X(TS_TLV_OUTPUT_SIZE, 0x1B, "u32")                                  \
   X(TS_TLV_TARGET_MEAN, 0x1C, "f32")                                  \
-  X(TS_TLV_TARGET_SCALE, 0x1D, "f32")
+  X(TS_TLV_TARGET_SCALE, 0x1D, "f32")                                  \
+  X(TS_TLV_LINK, 0x1E, "link")
 
 #define TS_X_ENUM(name, code, text) name = code,
 typedef enum ts_tlv_tag { TS_TLV_LIST(TS_X_ENUM) } ts_tlv_tag_t;
@@ -165,6 +178,26 @@ typedef enum ts_self_test_status {
   TS_SELF_TEST_INFER_ERROR = 3   /* the inference callback returned an error */
 } ts_self_test_status_t;
 
+/* What carries the bytes (first field of TS_TLV_LINK): tells a host whether a
+ * baud rate is physical (a UART moves baud/10 bytes/s each way, 8N1) or not. */
+typedef enum ts_link_kind {
+  TS_LINK_UNKNOWN = 0, /* not reported: TS_TLV_LINK is omitted from INFO */
+  TS_LINK_UART = 1,    /* a UART (or a paced emulation of one) at `baud`, 8N1 */
+  TS_LINK_USB_CDC = 2, /* USB CDC ACM: the baud rate is ignored, USB flow control */
+  TS_LINK_STREAM = 3   /* another byte stream without a byte rate (pty, TCP) */
+} ts_link_kind_t;
+
+/* The serial link as the board knows it, reported in INFO (TS_TLV_LINK). */
+typedef struct ts_link {
+  uint32_t kind;      /* ts_link_kind_t */
+  uint32_t baud;      /* bit/s of a UART (> 0); 0 for the other kinds */
+  /* Bytes the board can receive while it is busy with a request (its UART receive
+   * buffer); more are lost. A host keeps the frames it sent after the oldest one
+   * still unanswered within this many bytes (PROTOCOL.md). 0: no limit (the link
+   * is flow controlled, e.g. USB). */
+  uint32_t rx_window;
+} ts_link_t;
+
 /* Storage keys used by the core when storage callbacks are provided. */
 #define TS_STORAGE_KEY_BOOT_COUNT 1u
 
@@ -185,6 +218,11 @@ typedef struct ts_platform {
   /* Optional (both NULL or both set). Persistent key/value storage. */
   ts_status_t (*storage_read)(void *user, uint32_t key, uint8_t *data, size_t len);
   ts_status_t (*storage_write)(void *user, uint32_t key, const uint8_t *data, size_t len);
+  /* Optional (NULL: `write` returns only when the bytes are on the wire). Block until
+   * every byte passed to `write` has left the transmitter (Arduino: Serial.flush()).
+   * The core calls it before it reads an MLPerf timestamp, so transmit time is never
+   * timed. TS_OK or TS_ERR_IO. */
+  ts_status_t (*flush)(void *user);
 } ts_platform_t;
 
 typedef struct ts_config {
@@ -195,7 +233,7 @@ typedef struct ts_config {
   const char *board;            /* PlatformIO env name, required */
   const char *git_commit;       /* optional (NULL: omitted) */
   const char *build_time;       /* optional, UTC ISO 8601 (NULL: omitted) */
-  uint32_t input_size;          /* int8 elements, 1..TS_MAX_PAYLOAD-2 */
+  uint32_t input_size;          /* int8 elements, 1..TS_MAX_INPUT_BYTES */
   uint32_t output_size;         /* int8 elements, 1..TS_MAX_PAYLOAD-6 */
   const int32_t *input_shape;   /* input_rank dims, may be NULL if rank 0 */
   const int32_t *output_shape;
@@ -223,6 +261,10 @@ typedef struct ts_config {
   const int8_t *golden_outputs; /* golden_count * output_size, may be NULL */
   uint32_t golden_count;
   uint32_t golden_tolerance_lsb; /* allowed |diff| per output element */
+  /* MLPerf Tiny benchmark name for `profile%` (m-model-[...]): the runner picks its
+   * test script by it (ad01, ic01, kws01, vww01). 1..64 characters from
+   * [A-Za-z0-9_.-]; NULL means TS_MLPERF_MODEL_DEFAULT. */
+  const char *mlperf_model;
 } ts_config_t;
 
 typedef struct ts_self_test {
@@ -251,8 +293,10 @@ typedef struct ts_core ts_core_t;
 /* Bytes of memory one core instance needs (alignment: 8 bytes). */
 size_t ts_core_size(void);
 /* Compile-time upper bound of ts_core_size() on every target, for static
- * buffers (checked by a static_assert in the core). */
-#define TS_CORE_MEM_BYTES 6144u
+ * buffers (checked by a static_assert in the core): 5,120 bytes of frame,
+ * line and output buffers plus the MLPerf input buffer, rounded up to 8.
+ * 6,144 bytes with the default TS_MAX_INPUT_BYTES, 32,768 with 27,648. */
+#define TS_CORE_MEM_BYTES ((5120u + TS_MAX_INPUT_BYTES + 7u) & ~7u)
 
 /* Initialise a core in `mem` (mem_len >= ts_core_size(), 8-byte aligned).
  * Copies *config and *platform (strings and arrays are referenced, they must
@@ -273,6 +317,11 @@ ts_status_t ts_core_get_self_test(const ts_core_t *core, ts_self_test_t *out);
 ts_status_t ts_core_write_banner(ts_core_t *core);
 /* Update the arena bytes used (known only after the runner allocated). */
 ts_status_t ts_core_set_arena_used(ts_core_t *core, uint32_t arena_used);
+/* Report the serial link in INFO (TS_TLV_LINK; omitted until this is called, or
+ * with kind TS_LINK_UNKNOWN). A UART needs baud > 0, the other kinds baud 0;
+ * kind above TS_LINK_STREAM is TS_ERR_INVALID_ARGUMENT. The glue knows its Serial:
+ * call it after ts_core_init. */
+ts_status_t ts_core_set_link(ts_core_t *core, const ts_link_t *link);
 
 /* ------------------------------------------------------------------ */
 /* Codec helpers (also used by tests and hosts through ctypes)         */

@@ -47,11 +47,15 @@ TS_RESET_POWER_ON = 1
 TS_RESET_PIN = 2
 TS_RESET_WATCHDOG = 3
 TS_RESET_SOFTWARE = 4
+#: The virtual board's TS_MAX_INPUT_BYTES (a build setting of the core): the board envs'
+#: value in platformio.ini, the MLPerf vision input 96x96x3 (tests check they agree).
+TS_MAX_INPUT_BYTES = 27648
 
 _SOURCES = ("tinyship_core.cpp", "tinyship_core.h")
 _CXX_FLAGS = (
     "-std=c++17", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wconversion",
     "-fno-exceptions", "-fno-rtti", "-O2", "-fPIC", "-shared",
+    f"-DTS_MAX_INPUT_BYTES={TS_MAX_INPUT_BYTES}u",
 )
 LIB_NAME = "libtinyship_core.so"
 
@@ -151,6 +155,7 @@ StorageReadFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32,
                                  ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t)
 StorageWriteFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32,
                                   ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t)
+FlushFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
 
 class Platform(ctypes.Structure):
@@ -161,6 +166,7 @@ class Platform(ctypes.Structure):
         ("infer", InferFn),
         ("storage_read", StorageReadFn),
         ("storage_write", StorageWriteFn),
+        ("flush", FlushFn),
     ]
 
 
@@ -195,6 +201,17 @@ class Config(ctypes.Structure):
         ("golden_outputs", ctypes.POINTER(ctypes.c_int8)),
         ("golden_count", ctypes.c_uint32),
         ("golden_tolerance_lsb", ctypes.c_uint32),
+        ("mlperf_model", ctypes.c_char_p),
+    ]
+
+
+class Link(ctypes.Structure):
+    """`ts_link_t` (ts_core_set_link)."""
+
+    _fields_ = [
+        ("kind", ctypes.c_uint32),
+        ("baud", ctypes.c_uint32),
+        ("rx_window", ctypes.c_uint32),
     ]
 
 
@@ -246,6 +263,8 @@ def load_core() -> ctypes.CDLL:
     lib.ts_core_get_self_test.argtypes = [ctypes.c_void_p, ctypes.POINTER(SelfTest)]
     lib.ts_core_set_arena_used.restype = ctypes.c_int
     lib.ts_core_set_arena_used.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    lib.ts_core_set_link.restype = ctypes.c_int
+    lib.ts_core_set_link.argtypes = [ctypes.c_void_p, ctypes.POINTER(Link)]
     lib.ts_status_str.restype = ctypes.c_char_p
     lib.ts_status_str.argtypes = [ctypes.c_int]
     lib.ts_crc32.restype = ctypes.c_uint32

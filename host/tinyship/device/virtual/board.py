@@ -7,12 +7,28 @@ fault injection (`faults`). It serves:
 
 * `socket://127.0.0.1:PORT` (default): a TCP server; a new connection is a port open, and
   the board resets as an Arduino does when DTR toggles: boot delay, re-init, boot banner.
-  A second connection replaces the first (the old one is closed).
+  Bytes the host sends during the boot are kept and processed after the banner, as a USB
+  CDC board's host driver holds them until the board's USB stack is up; a command sent
+  right after opening the port is answered. A second connection replaces the first (the
+  old one is closed).
 * a pty (`pty=True`): `pty_path` is the slave device; it boots once at `start()` (a pty
   cannot tell when it is opened), later resets come only from faults.
 
-Link speed: every byte takes 10 bit times at `baud` in both directions (8N1); `baud=0`
-disables pacing. One thread serves the port; `stop()` joins it with a bound.
+Link: at `baud` the board is on a modelled UART (`link.UartLink`): every byte takes 10 bit
+times in each direction (8N1, full duplex), and bytes arriving while the core is busy wait
+in a `rx_buffer`-byte receive buffer (256, as the Arduino cores') or are lost when it is
+full; INFO reports the link (a UART at `baud`, window `rx_buffer`) and `link_stats()`
+measures it on the modelled clock, which `time_scale` slows against the wall clock for
+benchmarks. `baud=0` disables pacing: a byte stream, reported as such. The core's flush
+hook waits until every byte written has crossed the wire, so MLPerf timestamps never
+include transmit time.
+
+Time: the board's clock is real time except that each inference takes exactly its modelled
+latency (`VirtualClock`), so it runs ahead of the wall clock when the host computes faster
+than the modelled board. `realtime=True` makes the modelled time drive the pace: the board
+sleeps until the wall clock catches up (within `REALTIME_SLACK_US`), so a benchmark that
+runs 10 s by the board's clock also takes 10 s of wall time (the MLCommons runner checks
+both). One thread serves the port; `stop()` joins it with a bound.
 """
 
 from __future__ import annotations
@@ -38,9 +54,11 @@ import numpy as np
 
 from tinyship import __version__
 from tinyship.config import BoardSection
+from tinyship.device.protocol import LinkInfo, LinkKind
 from tinyship.device.virtual import _core
 from tinyship.device.virtual.faults import Faults
 from tinyship.device.virtual.latency import LatencyModel
+from tinyship.device.virtual.link import DEFAULT_RX_BUFFER, LinkStats, UartLink
 from tinyship.device.virtual.state import BoardState
 from tinyship.errors import DeviceError, ModelError, RegistryError
 from tinyship.registry import Registry
@@ -49,9 +67,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BAUD = 115200
 DEFAULT_BOOT_DELAY_S = 0.3
-BITS_PER_BYTE = 10  # 8N1: start + 8 data + stop
-GOLDEN_TOLERANCE_LSB = 1  # as on boards (PROTOCOL.md section 4)
+GOLDEN_TOLERANCE_LSB = 0  # as on boards (main.cpp; PROTOCOL.md section 4)
+#: In real-time mode the board's clock may run this far ahead of the wall clock before the
+#: board sleeps (one sleep per few inferences instead of one per inference).
+REALTIME_SLACK_US = 2000
+#: In real-time mode, warn once when the host cannot keep up by this much.
+REALTIME_BEHIND_WARN_US = 100_000
 _POLL_S = 0.05
+#: Shortest wait of the serving thread while the modelled UART has work queued.
+_LINK_TICK_S = 0.0005
 _JOIN_TIMEOUT_S = 5.0
 _GARBAGE_MAX = 16
 
@@ -76,6 +100,8 @@ class BoardStats:
     hangs: int = 0
     ignored_rx: int = 0
     wrong_predictions: int = 0
+    #: Host bytes lost because the modelled UART's receive buffer was full (core busy).
+    overflow_rx: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,11 +180,16 @@ def load_firmware(registry_root: Path, ref: str | None) -> Firmware:
 
 
 class VirtualClock:
-    """Microseconds: real time, except that each inference takes exactly its modelled time.
+    """Microseconds on the board: wall time, except that an inference takes exactly its
+    modelled latency instead of the time the host spent on it.
 
-    `advance(us)` makes the next reading exactly `us` after the previous one (the core reads
-    the clock right before and after each inference callback); later readings continue at
-    real speed from there. Readings never go backwards.
+    `inference_done(started_us, us)` ends an inference callback that began at `real_us()`
+    = `started_us`: the board's clock gains `us` minus the host's time, so the board's time
+    is always the wall time since the clock started plus `ahead_us()`, whatever happens
+    between inferences (transmitting, idling, warm-up loops). The core reads the clock right
+    before and after each timed inference; when that read comes straight after the callback
+    (no other platform call in between: `interrupt()`), it returns exactly `us` after the
+    read before the callback, so a reported latency is exact. Readings never go backwards.
     """
 
     def __init__(self) -> None:
@@ -166,41 +197,36 @@ class VirtualClock:
         self._offset = 0
         self._last = 0
         self._pinned: int | None = None
+        self._read_since_inference = True
 
-    def _real_us(self) -> int:
+    def real_us(self) -> int:
+        """Wall time since the clock started (µs)."""
         return (time.monotonic_ns() - self._t0) // 1000
 
     def now_us(self) -> int:
-        real = self._real_us()
-        if self._pinned is not None:
-            value = self._pinned
+        value = max(self.real_us() + self._offset, self._last)
+        if self._pinned is not None:  # the read that ends a timed inference
+            value = max(self._pinned, self._last)
             self._pinned = None
-            self._offset = value - real
-        else:
-            value = max(real + self._offset, self._last)
         self._last = value
+        self._read_since_inference = True
         return value
 
-    def advance(self, us: int) -> None:
-        self._pinned = self._last + us
+    def inference_done(self, started_us: int, us: int) -> None:
+        self._offset += us - (self.real_us() - started_us)
+        # Exact only for an inference the core timed, i.e. read the clock just before (not
+        # the second of a warm-up or self-test loop, whose previous read is long gone).
+        self._pinned = self._last + us if self._read_since_inference else None
+        self._read_since_inference = False
 
+    def interrupt(self) -> None:
+        """Another platform call came first: the next read is not the end of an inference."""
+        self._pinned = None
 
-class _Pacer:
-    """Byte timing at a baud rate: `wait(n)` returns when n more bytes have crossed the wire."""
-
-    def __init__(self, baud: int, stop: threading.Event) -> None:
-        self.byte_s = BITS_PER_BYTE / baud if baud > 0 else 0.0
-        self._next = 0.0
-        self._stop = stop
-
-    def wait(self, n: int, *, slack_s: float = 0.0) -> None:
-        if self.byte_s == 0.0:
-            return
-        now = time.monotonic()
-        self._next = max(self._next, now) + n * self.byte_s
-        ahead = self._next - now
-        if ahead > slack_s:
-            self._stop.wait(ahead)
+    def ahead_us(self) -> int:
+        """How far the board's clock is ahead of the wall clock (negative: behind, when the
+        host computes slower than the modelled board)."""
+        return self._offset
 
 
 class VirtualBoard:
@@ -225,16 +251,30 @@ class VirtualBoard:
         pty: bool = False,
         overhead_us: int | None = None,
         jitter_max_us: int | None = None,
+        realtime: bool = False,
+        rx_buffer: int = DEFAULT_RX_BUFFER,
+        time_scale: float = 1.0,
     ) -> None:
         if baud < 0:
             raise ValueError("baud must be >= 0 (0 = unpaced)")
+        if rx_buffer < 1:
+            raise ValueError("rx_buffer must be >= 1 byte")
+        if not time_scale >= 1.0:
+            raise ValueError("time_scale must be >= 1 (1: real time)")
         if boot_delay_s < 0:
             raise ValueError("boot_delay_s must be >= 0")
         self.firmware = load_firmware(Path(registry_root), version)
         self.board = board or BoardSection.model_validate({})
         self.baud = baud
+        #: Receive buffer of the modelled UART (bytes; `link.UartLink`), paced links only.
+        self.rx_buffer = rx_buffer
+        #: The modelled UART runs this many times slower than the wall clock (benchmarks).
+        self.time_scale = time_scale
         self.faults = faults or Faults()
         self.boot_delay_s = boot_delay_s
+        #: The modelled time drives the pace (see the module docstring).
+        self.realtime = realtime
+        self._warned_behind = False
         self._host = host
         self._port = port
         self._use_pty = pty
@@ -276,8 +316,7 @@ class VirtualBoard:
         self._tx_in_frame = False
         self._hung = False
         self._reset_pending = False
-        self._rx_pacer = _Pacer(baud, self._stop)
-        self._tx_pacer = _Pacer(baud, self._stop)
+        self._link: UartLink | None = self._new_link()
 
     # --- public -------------------------------------------------------------------------
     @property
@@ -373,7 +412,8 @@ class VirtualBoard:
         strings = {k: v.encode() for k, v in {
             "firmware_version": __version__, "model_version": version, "model_sha256": sha,
             "profile": str(fw.manifest.get("profile", "unknown")),
-            "board": f"virtual-{self.board.name}"}.items()}
+            "board": f"virtual-{self.board.name}",
+            "mlperf_model": self.board.mlperf_model}.items()}
         in_arr = (ctypes.c_int32 * len(in_shape))(*in_shape)
         out_arr = (ctypes.c_int32 * len(out_shape))(*out_shape)
         gi = (ctypes.c_int8 * max(1, fw.golden_inputs.size))(*fw.golden_inputs.reshape(-1))
@@ -396,18 +436,21 @@ class VirtualBoard:
             model_crc_check=_core.TS_CRC_OK if crc_ok else _core.TS_CRC_MISMATCH,
             boot_count=0, reset_reason=0, golden_inputs=gi, golden_outputs=go,
             golden_count=len(fw.golden_inputs), golden_tolerance_lsb=GOLDEN_TOLERANCE_LSB,
+            mlperf_model=strings["mlperf_model"],
         )
         plat = _core.Platform(
             user=None, write=_core.WriteFn(self._cb_write), micros=_core.MicrosFn(self._cb_micros),
             infer=_core.InferFn(self._cb_infer),
             storage_read=_core.StorageReadFn(self._cb_storage_read),
             storage_write=_core.StorageWriteFn(self._cb_storage_write),
+            flush=_core.FlushFn(self._cb_flush),
         )
         self._cfg = cfg
         self._plat = plat
         self._keep = [strings, in_arr, out_arr, gi, go]
 
     def _cb_write(self, _user: Any, data: Any, n: int) -> int:
+        self.clock.interrupt()
         try:
             self._on_tx(ctypes.string_at(data, n))
         except Exception:  # a callback must not raise into C
@@ -418,6 +461,7 @@ class VirtualBoard:
         return self.clock.now_us() & 0xFFFFFFFF
 
     def _cb_infer(self, _user: Any, inp: Any, n_in: int, out: Any, n_out: int) -> int:
+        started = self.clock.real_us()
         try:
             x = bytes(ctypes.string_at(inp, n_in))
             y = self._runner.invoke(np.frombuffer(x, dtype=np.int8)).astype(np.int8)
@@ -433,11 +477,32 @@ class VirtualBoard:
                     y = ((y.astype(np.int16) + f.wrong_delta + 128) % 256 - 128).astype(np.int8)
                     self.stats.wrong_predictions += 1
             ctypes.memmove(out, y.tobytes(), n_out)
-            self.clock.advance(self.latency.latency_us(x))
+            lat_us = self.latency.latency_us(x)
+            if self.realtime:
+                self._keep_real_time(started, lat_us)
+            self.clock.inference_done(started, lat_us)
+            if self._link is not None:
+                self._link.core_busy(lat_us / 1e6)
             return _core.TS_OK
         except Exception:
             log.exception("virtual board inference failed")
             return _core.TS_ERR_INFERENCE_FAILED
+
+    def _cb_flush(self, _user: Any) -> int:
+        self.clock.interrupt()
+        self._flush_tx()  # the UART's transmit buffer empties at the baud rate
+        return _core.TS_OK
+
+    def _keep_real_time(self, started_us: int, us: int) -> None:
+        """Before an inference that began at `started_us` ends `us` later on the board's
+        clock: sleep while that clock would be ahead of the wall clock by more than the slack."""
+        ahead = self.clock.ahead_us() + us - (self.clock.real_us() - started_us)
+        if ahead > REALTIME_SLACK_US:
+            self._stop.wait(ahead / 1e6)
+        elif ahead < -REALTIME_BEHIND_WARN_US and not self._warned_behind:
+            self._warned_behind = True
+            log.warning("virtual board: the host is slower than the modelled board (%.1f ms "
+                        "behind); real time cannot be kept", -ahead / 1000)
 
     def _cb_storage_read(self, _user: Any, key: int, data: Any, n: int) -> int:
         try:
@@ -469,6 +534,8 @@ class VirtualBoard:
         self._hung = False
         self._reset_pending = False
         self._cfg.reset_reason = reason
+        if self._link is not None:  # the UART's buffers do not survive a reset
+            self.stats.ignored_rx += self._link.reset_device(time.monotonic())
         ctypes.memset(self._core_mem, 0, ctypes.sizeof(self._core_mem))
         core = ctypes.c_void_p()
         self._in_init = True
@@ -483,13 +550,22 @@ class VirtualBoard:
         if st != _core.TS_OK:
             log.warning("virtual board boot: %s", _core.status_str(st))
         self._core = core
+        li = self.link_info
+        st = self._lib.ts_core_set_link(core, ctypes.byref(_core.Link(li.kind, li.baud,
+                                                                     li.rx_window)))
+        if st != _core.TS_OK:
+            log.warning("virtual board: ts_core_set_link: %s", _core.status_str(st))
         self.stats.boots += 1
 
     def _reboot(self, reason: int) -> None:
-        """A reset with the boot delay; bytes arriving meanwhile are lost."""
+        """A reset with the boot delay. After a port open (`TS_RESET_PIN`) the bytes the host
+        sends meanwhile wait in the port and are processed after the banner (USB CDC: the
+        host driver holds them until the board's USB stack is up). A fault reset loses the
+        bytes in flight, as a watchdog reset does (the port drops off the bus)."""
         if self.boot_delay_s > 0 and self._stop.wait(self.boot_delay_s):
             return
-        self._drain_input()
+        if reason != _core.TS_RESET_PIN:
+            self._drain_input()
         self._boot(reason)
 
     # --- serving ------------------------------------------------------------------------
@@ -500,8 +576,10 @@ class VirtualBoard:
                     self._serve_pty_once()
                 else:
                     self._serve_socket_once()
+                self._pump()
                 if self._reset_pending and not self._stop.is_set():
                     self.stats.fault_resets += 1
+                    self._flush_tx()  # what the board sent before it died still arrives
                     self._reboot(_core.TS_RESET_WATCHDOG)
         except Exception:
             log.exception("virtual board stopped on an error")
@@ -509,7 +587,7 @@ class VirtualBoard:
     def _serve_socket_once(self) -> None:
         assert self._listener is not None
         rlist: list[Any] = [self._listener] + ([self._conn] if self._conn else [])
-        ready, _, _ = select.select(rlist, [], [], _POLL_S)
+        ready, _, _ = select.select(rlist, [], [], self._poll_s())
         if self._listener in ready:
             with contextlib.suppress(BlockingIOError):
                 new, _ = self._listener.accept()
@@ -518,8 +596,7 @@ class VirtualBoard:
                 self._close_conn()
                 self._conn = new
                 self.stats.connections += 1
-                self._tx_pacer = _Pacer(self.baud, self._stop)
-                self._rx_pacer = _Pacer(self.baud, self._stop)
+                self._link = self._new_link()  # a new cable: nothing on the wire
                 self._reboot(_core.TS_RESET_PIN)  # port open toggles DTR
                 return
         if self._conn is not None and self._conn in ready:
@@ -534,7 +611,7 @@ class VirtualBoard:
 
     def _serve_pty_once(self) -> None:
         assert self._pty_master is not None
-        ready, _, _ = select.select([self._pty_master], [], [], _POLL_S)
+        ready, _, _ = select.select([self._pty_master], [], [], self._poll_s())
         if ready:
             try:
                 data = os.read(self._pty_master, 4096)
@@ -545,22 +622,28 @@ class VirtualBoard:
                 self._on_rx(data)
 
     def _on_rx(self, data: bytes) -> None:
+        """Bytes the host wrote: onto the modelled wire (paced), or straight to the core."""
         self.stats.bytes_rx += len(data)
+        if self._link is not None:
+            self._link.host_wrote(data, time.monotonic())
+            return
+        for b in data:
+            self._rx_byte(b)
+
+    def _rx_byte(self, b: int) -> None:
+        """One received byte reaches the core (through the line faults)."""
+        if self._hung or self._reset_pending or self._stop.is_set():
+            self.stats.ignored_rx += 1
+            return
         f = self.faults
-        feed = self._lib.ts_core_feed
-        for i, b in enumerate(data):
-            if self._hung or self._reset_pending or self._stop.is_set():
-                self.stats.ignored_rx += len(data) - i
-                return
-            self._rx_pacer.wait(1, slack_s=0.002)
-            if f.drop_rx and self._rng_link.random() < f.drop_rx:
-                self.stats.dropped_rx += 1
-                continue
-            if f.corrupt_rx and self._rng_link.random() < f.corrupt_rx:
-                b ^= 1 << int(self._rng_link.integers(0, 8))
-                self.stats.corrupted_rx += 1
-            byte = ctypes.c_uint8(b)
-            feed(self._core, ctypes.byref(byte), 1)
+        if f.drop_rx and self._rng_link.random() < f.drop_rx:
+            self.stats.dropped_rx += 1
+            return
+        if f.corrupt_rx and self._rng_link.random() < f.corrupt_rx:
+            b ^= 1 << int(self._rng_link.integers(0, 8))
+            self.stats.corrupted_rx += 1
+        byte = ctypes.c_uint8(b)
+        self._lib.ts_core_feed(self._core, ctypes.byref(byte), 1)
 
     def _on_tx(self, data: bytes) -> None:
         """Bytes from the core: count frames, inject faults, pace, send."""
@@ -618,21 +701,82 @@ class VirtualBoard:
         self._send(bytes(out))
 
     def _send(self, data: bytes) -> None:
-        chunk = max(1, self.baud // BITS_PER_BYTE // 200) if self.baud else len(data) or 1
-        for i in range(0, len(data), chunk):
-            part = data[i : i + chunk]
-            self._tx_pacer.wait(len(part))
-            if self._stop.is_set():
+        """Bytes the board transmits: queued on the modelled wire (paced), or sent now."""
+        if self._link is not None:
+            self._link.device_wrote(data, time.monotonic())
+        elif not self._stop.is_set():
+            self.stats.bytes_tx += len(data)
+            self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        """Hand bytes to the host (they have crossed the wire)."""
+        if self._conn is not None:
+            try:
+                self._conn.sendall(data)
+            except OSError:
+                self._close_conn()
+        elif self._pty_master is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._pty_master, data)
+
+    # --- the modelled UART (paced links) ------------------------------------------------
+    def _new_link(self) -> UartLink | None:
+        if self.baud <= 0:
+            return None
+        return UartLink(self.baud, rx_buffer=self.rx_buffer, time_scale=self.time_scale)
+
+    def _pump(self) -> None:
+        """Run the modelled UART up to now: arrivals, core reads, bytes due to the host."""
+        link = self._link
+        if link is None:
+            return
+        link.step(time.monotonic(), self._rx_byte)
+        self.stats.overflow_rx += link.take_overflow()
+        out = link.take_tx(time.monotonic())
+        if out and not self._stop.is_set():
+            self.stats.bytes_tx += len(out)
+            self._deliver(out)
+
+    def _poll_s(self) -> float:
+        """How long the serving thread may wait for the host before the link needs it."""
+        nxt = self._link.next_event() if self._link is not None else None
+        if nxt is None:
+            return _POLL_S
+        return min(_POLL_S, max(_LINK_TICK_S, nxt - time.monotonic()))
+
+    def _flush_tx(self) -> None:
+        """Block until everything the board wrote has left the wire (delivering it)."""
+        link = self._link
+        if link is None:
+            return
+        link.core_waits_for_tx()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            out = link.take_tx(now)
+            if out:
+                self.stats.bytes_tx += len(out)
+                self._deliver(out)
+            end = link.tx_idle_at()
+            if end <= now:
                 return
-            self.stats.bytes_tx += len(part)
-            if self._conn is not None:
-                try:
-                    self._conn.sendall(part)
-                except OSError:
-                    self._close_conn()
-            elif self._pty_master is not None:
-                with contextlib.suppress(BlockingIOError, OSError):
-                    os.write(self._pty_master, part)
+            self._stop.wait(min(end - now, _POLL_S))
+
+    @property
+    def link_info(self) -> LinkInfo:
+        """What the board reports in INFO (TS_TLV_LINK): a UART at `baud` with its receive
+        buffer as the window when paced, else a byte stream without a byte rate."""
+        if self.baud > 0:
+            return LinkInfo(LinkKind.UART, self.baud, self.rx_buffer)
+        return LinkInfo(LinkKind.STREAM, 0, 0)
+
+    def link_stats(self, *, mark: bool = False) -> LinkStats | None:
+        """The modelled UART's figures since the connection (or the last `mark=True` call,
+        which also starts a new window); None when unpaced. Read them while the link is
+        idle (after the replies arrived)."""
+        link = self._link
+        if link is None:
+            return None
+        return link.mark() if mark else dataclasses.replace(link.stats)
 
     # --- I/O helpers --------------------------------------------------------------------
     def _drain_input(self) -> None:
