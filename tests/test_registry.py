@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tinyship.config import Config
 from tinyship.errors import RegistryError
-from tinyship.registry import Registry
+from tinyship.registry import MANIFEST, Registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,11 +120,14 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
     return (code if isinstance(code, int) else 1), out, err
 
 
-def test_check_writable_creates_a_missing_folder(tmp_path: Path) -> None:
+def test_check_writable_changes_nothing(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "a" / "models")
+    reg.check_writable()  # a missing folder below a writable one is fine, and not created
+    assert not (tmp_path / "a").exists()
+    _add(reg)
+    before = sorted(p.name for p in reg.root.iterdir())
     reg.check_writable()
-    assert reg.root.is_dir()
-    assert sorted(p.name for p in reg.root.iterdir()) == [".lock"]  # no test file left
+    assert sorted(p.name for p in reg.root.iterdir()) == before
 
 
 def test_registry_under_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
@@ -360,3 +364,50 @@ def test_select_model_copies_only_files_matching_the_manifest(
     with pytest.raises(sm.SelectModelError,
                        match=rf"{version}/firmware/tinyship_model_data\.cc is damaged"):
         prepare()
+    manifest_path = root / version / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["artifacts"]["firmware/tinyship_model_data.cc"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(sm.SelectModelError, match=r"tinyship_model_data\.cc is not listed"):
+        prepare()
+
+
+def test_damaged_version_cannot_become_an_alias(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "models")
+    v1, v2 = _add(reg, "one"), _add(reg, "two")
+    reg.promote(v1)
+    (reg.root / v2 / "model_int8.tflite").write_text("tampered")
+    with pytest.raises(RegistryError, match=r"v0002 is damaged: model_int8\.tflite"):
+        reg.promote(v2)
+    with pytest.raises(RegistryError, match="v0002 is damaged"):
+        reg.set_alias("candidate", v2)
+    (reg.root / v2 / MANIFEST).write_text("{bad")
+    with pytest.raises(RegistryError, match="v0002 is damaged"):
+        reg.promote(v2)
+    assert reg.aliases() == {"production": v1}
+
+
+def test_failed_training_leaves_no_registry_folder(tmp_path: Path) -> None:
+    """The write-access check runs before the data checks and must not create anything."""
+    from conftest import small_config
+    from tinyship.errors import DataError
+    from tinyship.pipeline import run_pipeline
+
+    cfg = small_config(tmp_path, tmp_path / "missing.csv",
+                       project={"registry": str(tmp_path / "reg" / "models")})
+    with pytest.raises(DataError, match=r"missing\.csv"):
+        run_pipeline(cfg)
+    assert not (tmp_path / "reg").exists()
+
+
+def test_duplicate_detection_skips_a_damaged_twin(
+    trained_registry: tuple[Config, str], registry_copy: Callable[[], tuple[Path, str]]
+) -> None:
+    from tinyship.pipeline import find_identical
+
+    _, version = trained_registry
+    root, _ = registry_copy()
+    key = Registry(root).manifest(version)["training_key"]
+    assert find_identical(Registry(root), key) == version
+    (root / version / "test_set.npz").write_bytes(b"damaged")
+    assert find_identical(Registry(root), key) is None

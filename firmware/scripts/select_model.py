@@ -208,6 +208,10 @@ def check_sha256(model: ModelVersion, path: Path, data: bytes) -> None:
         return
     rel = path.relative_to(model.directory).as_posix()
     expected, got = model.artifacts.get(rel), hashlib.sha256(data).hexdigest()
+    if expected is None:
+        raise SelectModelError(
+            f"{model.version}/{rel} is not listed in {model.version}/manifest.json; restore"
+            " the version from a backup or retrain")
     if expected != got:
         raise SelectModelError(
             f"{model.version}/{rel} is damaged: SHA-256 mismatch (expected {expected}, got"

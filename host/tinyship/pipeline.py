@@ -156,13 +156,14 @@ def training_key(cfg: Config, data_sha256: str) -> str:
 
 
 def find_identical(registry: Registry, key: str) -> str | None:
-    """The newest version trained from the same config, data and code, if any (versions
-    with an unreadable manifest are skipped: they are reported by `registry list`)."""
+    """The newest intact version trained from the same config, data and code, if any.
+    Versions with an unreadable manifest or a damaged artifact are skipped (a new version is
+    trained instead); `registry list` and `registry verify` report them."""
     from tinyship.errors import RegistryError
 
     for v in reversed(registry.versions()):
         try:
-            if registry.manifest(v).get("training_key") == key:
+            if registry.manifest(v).get("training_key") == key and not registry.verify(v):
                 return str(v)
         except RegistryError:
             continue

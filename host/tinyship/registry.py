@@ -229,17 +229,28 @@ class Registry:
         return {v: self.verify(v) for v in self.versions()}
 
     def check_writable(self) -> None:
-        """Fail before minutes of training, not after, when no version could be stored:
-        creates the folder if missing and test-writes a file and the lock file."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=self.root)
-            os.close(fd)
-            os.unlink(tmp)
-            with (self.root / ".lock").open("a"):
-                pass
-        except OSError as e:
-            raise self._unwritable(e) from None
+        """Fail before minutes of training, not after, when no version could be stored.
+
+        Changes nothing (a run that then fails on bad data leaves no folder or lock file
+        behind): the registry folder, or the nearest existing folder above it, must be a
+        writable folder, and an existing lock file must be a writable file."""
+        import errno
+
+        def refuse(code: int) -> RegistryError:
+            return self._unwritable(OSError(code, os.strerror(code)))
+
+        existing = self.root
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise refuse(errno.ENOTDIR)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise refuse(errno.EACCES)
+        lock = self.root / ".lock"
+        if lock.exists() and not lock.is_file():
+            raise refuse(errno.EISDIR)
+        if lock.exists() and not os.access(lock, os.W_OK):
+            raise refuse(errno.EACCES)
 
     def _unwritable(self, e: OSError) -> RegistryError:
         return RegistryError(
@@ -321,11 +332,21 @@ class Registry:
             raise RegistryError(f"{target} already exists; registry versions are immutable")
         os.rename(staged.dir, target)
 
+    def _intact(self, ref: str) -> str:
+        """The version `ref` names, refused when any artifact fails its hash: an alias is
+        what builds and boards use by default, so it must never point at a damaged one."""
+        version = self.resolve(ref)
+        problems = self.verify(version)
+        if problems:
+            raise RegistryError(f"{version} is damaged: " + "; ".join(problems),
+                                hint=DAMAGED_HINT)
+        return version
+
     def set_alias(self, alias: str, ref: str) -> dict[str, str]:
         """Point `alias` at a version (atomically); returns the new alias map."""
         if not ALIAS_RE.match(alias) or VERSION_RE.match(alias) or alias == "latest":
             raise RegistryError(f"invalid alias name '{alias}'")
-        version = self.resolve(ref)
+        version = self._intact(ref)
         with self._lock():
             aliases = self.aliases()
             aliases[alias] = version
@@ -341,7 +362,7 @@ class Registry:
 
     def promote(self, ref: str) -> dict[str, str]:
         """Make a version `production`; the previous production becomes `last_known_good`."""
-        version = self.resolve(ref)
+        version = self._intact(ref)
         with self._lock():
             aliases = self.aliases()
             previous = aliases.get(PRODUCTION)
