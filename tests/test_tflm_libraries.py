@@ -1,11 +1,10 @@
 """The table of TFLM library releases -> profiles, and the check every firmware build runs.
 
-`tinyship.tflm_libraries` (used by `tinyship build`) and its copy in
+`tinyship.tflm_libraries` is used by `tinyship build` and, loaded by path, by
 `firmware/scripts/select_model.py` (PlatformIO's pre-build step, which cannot import
-tinyship) must hold the same rows and refuse the same envs with the same message: a
-library not checked on the board, a pin that is not exact, a release that needs another
-ESP-IDF than the platform's, or a `custom_tinyship_profile` that claims more than the
-library computes correctly (a per-channel model silently wrong on the board).
+tinyship). It refuses a library not checked on the board, a pin that is not exact, a release
+that needs another ESP-IDF than the platform's, or a `custom_tinyship_profile` that claims
+more than the library computes correctly (a per-channel model silently wrong on the board).
 """
 
 from __future__ import annotations
@@ -69,45 +68,38 @@ def _mbed(lib: str, board: str = "nanorp2040connect", profile: str = "tflm-ardui
 
 
 def _both(sm: ModuleType, fields: dict[str, Any]) -> tuple[str, str]:
-    """Run the host check and the script's check on the same env: both accept with the same
-    row (returns its library and profile) or both refuse with the same message."""
+    """Run the check as `tinyship build` and as the pre-build script run it: both accept with
+    the same row (returns its profile) or both refuse with the same message."""
     try:
         row = tl.check_env(tl.EnvSpec(**fields))
-    except BuildError as e:
+    except tl.LibraryCheckError as e:
         with pytest.raises(sm.SelectModelError) as script:
-            sm.check_env(sm.EnvSpec(**fields))
+            sm.check_library(REPO, tl.EnvSpec(**fields))
         assert str(script.value) == str(e)
         return "refused", str(e)
-    script_row = sm.check_env(sm.EnvSpec(**fields))
-    assert tuple(script_row) == dataclasses.astuple(row)
+    assert sm.check_library(REPO, tl.EnvSpec(**fields)) == tl.env_pins(
+        tl.EnvSpec(**fields))[0].label
     return "ok", row.profile
 
 
-def test_the_pre_build_script_holds_the_same_table(sm: ModuleType) -> None:
-    assert [dataclasses.astuple(r) for r in tl.LIBRARY_RELEASES] == \
-        [tuple(r) for r in sm.LIBRARY_RELEASES]
-    assert [f.name for f in dataclasses.fields(tl.LibraryRelease)] == \
-        list(sm.LibraryRelease._fields)
-    assert dict(sm.LIBRARY_NAMES) == tl.LIBRARY_NAMES
-    assert dict(sm.ESPRESSIF32_ARDUINO_IDF) == tl.ESPRESSIF32_ARDUINO_IDF
-    assert tl.TABLE_FILES == sm.LIBRARY_TABLE_FILES
-    assert [f.name for f in dataclasses.fields(tl.EnvSpec)] == list(sm.EnvSpec._fields)
+def test_the_pre_build_script_loads_the_one_table(sm: ModuleType) -> None:
+    """No copy to keep in step: the script loads host/tinyship/tflm_libraries.py by path,
+    and that file imports nothing from tinyship (PlatformIO's Python cannot)."""
+    libs = sm.library_table(REPO)
+    assert [dataclasses.astuple(r) for r in libs.LIBRARY_RELEASES] == \
+        [dataclasses.astuple(r) for r in tl.LIBRARY_RELEASES]
+    source = (REPO / sm.LIBRARY_TABLE).read_text()
+    assert not re.search(r"^\s*(from|import) tinyship", source, re.M)
+    script = (FIRMWARE / "scripts/select_model.py").read_text()
+    assert "LIBRARY_RELEASES" not in script and "def check_env" not in script
+    from tinyship.profiles import PROFILES
+
+    assert {n: p.accepts for n, p in PROFILES.items()} == tl.PROFILE_ACCEPTS
 
 
-def test_rows_of_a_library_do_not_overlap_and_name_known_profiles() -> None:
-    for row in tl.LIBRARY_RELEASES:
-        assert row.profile in (tl.ARDUINO_2023, tl.CURRENT)
-        assert row.commits or row.versions, row
-        assert all(re.fullmatch(r"[0-9a-f]{40}", c) for c in row.commits)
-        if row.versions:
-            assert tl.version_key(row.versions[0]) < tl.version_key(row.versions[1])
-    for a in tl.LIBRARY_RELEASES:
-        for b in tl.LIBRARY_RELEASES:
-            if a is b or a.library != b.library or not (a.versions and b.versions):
-                continue
-            a0, a1 = (tl.version_key(v) for v in a.versions)
-            b0, b1 = (tl.version_key(v) for v in b.versions)
-            assert a1 <= b0 or b1 <= a0, (a, b)
+def test_a_missing_table_is_a_clear_error(sm: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(sm.SelectModelError, match="cannot load the TFLM library table"):
+        sm.library_table(tmp_path)
 
 
 def _row_env(row: tl.LibraryRelease, profile: str) -> dict[str, Any]:
@@ -198,12 +190,11 @@ def test_registry_name_and_manifest_forms(sm: ModuleType) -> None:
     assert _both(sm, _mbed(registry)) == _both(sm, _mbed(CHIRALE)) == ("ok", tl.ARDUINO_2023)
     mapping = ("dependencies:\n  idf: \">=4.4\"\n  espressif/esp-tflite-micro:\n"
                "    version: \"==1.3.3\"  # pinned\n  espressif/esp-nn: \"==1.1.2\"\n")
-    for module in (tl, sm):
-        pins = module.parse_idf_manifest(mapping, "m.yml")
-        assert [(p.library, p.version) for p in pins] == [("esp-tflite-micro", "1.3.3")]
-        no_version = "dependencies:\n  espressif/esp-tflite-micro:\n    rules: []\n" \
-            "  espressif/esp-nn:\n    version: \"==1.1.2\"\n"
-        assert [p.version for p in module.parse_idf_manifest(no_version, "m.yml")] == [None]
+    pins = tl.parse_idf_manifest(mapping, "m.yml")
+    assert [(p.library, p.version) for p in pins] == [("esp-tflite-micro", "1.3.3")]
+    no_version = "dependencies:\n  espressif/esp-tflite-micro:\n    rules: []\n" \
+        "  espressif/esp-nn:\n    version: \"==1.1.2\"\n"
+    assert [p.version for p in tl.parse_idf_manifest(no_version, "m.yml")] == [None]
 
 
 def test_the_shipped_envs_pass_and_claim_what_their_library_runs(sm: ModuleType) -> None:
@@ -261,7 +252,7 @@ def test_glue_builds_the_mbed_branch_of_the_runner(sm: ModuleType, tmp_path: Pat
     sel = sm.prepare_build(
         project_dir=REPO, build_dir=tmp_path / "build", env_name="nanorp2040connect",
         env_profile="tflm-arduino-2023", environ={"TINYSHIP_REGISTRY": str(reg)},
-        env_spec=sm.EnvSpec(**fields))
+        env_spec=tl.EnvSpec(**fields))
     proc = subprocess.run(
         ["make", "-C", str(FIRMWARE), "glue", f"GLUE_GEN={sel.generated_dir}",
          "GLUE_DEFS=-DARDUINO_ARCH_MBED"],
@@ -283,14 +274,14 @@ def test_pre_build_refuses_a_downgraded_library_before_writing(
         sm.prepare_build(
             project_dir=REPO, build_dir=build_dir, env_name="esp32s3",
             env_profile="tflm-current", environ={"TINYSHIP_REGISTRY": str(reg)},
-            env_spec=sm.EnvSpec(**_esp("==1.3.3")))
+            env_spec=tl.EnvSpec(**_esp("==1.3.3")))
     assert not (build_dir / sm.GENERATED_DIR).exists()
     # A tflm-arduino-2023 env refuses the per-channel model and names its library.
     with pytest.raises(sm.SelectModelError) as err:
         sm.prepare_build(
             project_dir=REPO, build_dir=build_dir, env_name="esp32s3",
             env_profile="tflm-arduino-2023", environ={"TINYSHIP_REGISTRY": str(reg)},
-            env_spec=sm.EnvSpec(**_esp("==1.3.3", "tflm-arduino-2023")))
+            env_spec=tl.EnvSpec(**_esp("==1.3.3", "tflm-arduino-2023")))
     assert "esp-tflite-micro 1.3.3" in str(err.value) and "v0001" in str(err.value)
 
 

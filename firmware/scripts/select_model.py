@@ -10,8 +10,9 @@ SCons.
 * registry: env ``TINYSHIP_REGISTRY``, default ``models/`` at the project root;
 * the env's TFLM library (``lib_deps``, or ``espressif/esp-tflite-micro`` in the
   ESP-IDF manifest ``idf_component.yml``) must be a release in the table of checked
-  libraries (:data:`LIBRARY_RELEASES`), pinned exactly, checked on the env's board, and run
-  at least the profile ``custom_tinyship_profile`` claims (:func:`check_env`);
+  libraries (``host/tinyship/tflm_libraries.py``, loaded by path: :func:`check_library`),
+  pinned exactly, checked on the env's board, and run at least the profile
+  ``custom_tinyship_profile`` claims;
 * the env's ``custom_tinyship_profile`` must accept the model's profile
   (``tflm-arduino-2023`` envs accept only ``tflm-arduino-2023`` models,
   ``tflm-current`` envs accept both);
@@ -27,13 +28,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib.util
 import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 try:  # Python >= 3.11; PlatformIO may run an older interpreter
     import tomllib
@@ -220,267 +223,43 @@ def check_sha256(model: ModelVersion, path: Path, data: bytes) -> None:
 
 
 # --------------------------------------------------------------- TFLM libraries --
-# A copy of tinyship/tflm_libraries.py (this script cannot import tinyship; the test
-# tests/test_tflm_libraries.py keeps the two in step): which TFLM library release an env
-# may pin, and the profile it computes correctly. firmware/README.md says how each row
-# was checked.
-
-LIBRARY_TABLE_FILES = "host/tinyship/tflm_libraries.py and firmware/scripts/select_model.py"
+#: tinyship's table of TFLM library releases and the check (standard library only).
+LIBRARY_TABLE = "host/tinyship/tflm_libraries.py"
 
 
-class LibraryRelease(NamedTuple):
-    """One row: releases of a TFLM library and the profile they compute correctly."""
-
-    library: str
-    commits: tuple[str, ...]  # git commits of the row (a pin by commit)
-    versions: tuple[str, str] | None  # versions [first, end), None: by commit only
-    profile: str
-    tflm_date: str  # date of the TFLM sources it bundles
-    boards: frozenset[str]  # PlatformIO boards it was compiled for; empty: any
-    min_idf: str | None  # ESP-IDF components: lowest ESP-IDF its manifest accepts
-    header: str | None  # header that makes PlatformIO's library finder build it
-    why: str
-
-
-LIBRARY_RELEASES: tuple[LibraryRelease, ...] = (
-    LibraryRelease(
-        "tflite-micro-arduino-examples", ("0b8e7c15c7e50811121825817a88f023a575f46a",), None,
-        PROFILE_ARDUINO_2023, "2022-09-20", frozenset({"nano33ble"}), None, "TensorFlowLite.h",
-        "its FullyConnected reads one weight scale per tensor; peripherals.h #errors and "
-        "DebugLog is undefined on every board but the Nano 33 BLE",
-    ),
-    LibraryRelease(
-        "Chirale_TensorFlowLite", ("46da2f989205a9216229d38cd3d1c657d79d6781",),
-        ("2.0.0", "2.0.1"), PROFILE_ARDUINO_2023, "2023-01-14",
-        frozenset({"nano33ble", "nanorp2040connect"}), None, "Chirale_TensorFlowLite.h",
-        "TFLM of 2023-01-14: its FullyConnected reads one weight scale per tensor",
-    ),
-    LibraryRelease(
-        "esp-tflite-micro", (), ("1.3.0", "1.3.4"), PROFILE_ARDUINO_2023,
-        "2024-05-08 to 2025-01-20", frozenset(), "4.4", None,
-        "before 1.3.4 its ESP-NN FullyConnected kernel ignores per-channel weight scales",
-    ),
-    LibraryRelease(
-        "esp-tflite-micro", (), ("1.3.4", "1.3.5"), PROFILE_CURRENT, "2025-09-01",
-        frozenset(), "4.4", None,
-        "1.3.4 added per-channel FullyConnected to its ESP-NN kernel and accepts ESP-IDF 4.4",
-    ),
-    LibraryRelease(
-        "esp-tflite-micro", (), ("1.3.5", "1.3.9"), PROFILE_CURRENT,
-        "2025-11-17 to 2026-08-13", frozenset(), "5.0", None,
-        "per-channel FullyConnected; from 1.3.5 its manifest requires ESP-IDF >= 5.0",
-    ),
-)
-LIBRARY_NAMES: Mapping[str, str] = {
-    "tflite-micro-arduino-examples": "tflite-micro-arduino-examples",
-    "arduino_tensorflowlite": "tflite-micro-arduino-examples",
-    "chirale_tensorflowlite": "Chirale_TensorFlowLite",  # registry: Chirale_TensorFLowLite
-    "esp-tflite-micro": "esp-tflite-micro",
-}
-#: ESP-IDF that platform-espressif32 builds ``framework = arduino, espidf`` with.
-ESPRESSIF32_ARDUINO_IDF: Mapping[str, str] = {
-    "6.9.0": "4.4.7",
-    "6.10.0": "4.4.7",
-    "6.11.0": "4.4.7",
-    "6.12.0": "4.4.7",
-    "6.13.0": "4.4.7",
-}
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-_LIB_VERSION_RE = re.compile(r"^\d+(?:\.\d+)*$")
-_GIT_RE = re.compile(r"^(?:git\+)?(?:https?|ssh|git)://\S*?/([^/#\s]+?)(?:\.git)?/?(?:#(\S*))?$")
-_REGISTRY_RE = re.compile(r"^(?:[\w.-]+/)?([\w.+-]+)\s*(?:@\s*(\S+))?$")
-_IDF_DEP_RE = re.compile(r"^([ \t]*)[\"']?(?:[\w.-]+/)?esp-tflite-micro[\"']?\s*:(.*)$")
-_IDF_VERSION_RE = re.compile(r"^[ \t]+version\s*:(.*)$")
-_PLATFORM_RE = re.compile(r"^(?:[\w.-]+/)?espressif32\s*@\s*(\S+)$")
+def library_table(project_dir: Path) -> Any:
+    """``host/tinyship/tflm_libraries.py``, loaded by path: this script runs in PlatformIO's
+    Python, which cannot import tinyship, and that module needs only the standard library,
+    so the build and ``tinyship build`` share one table and one check."""
+    path = project_dir / LIBRARY_TABLE
+    name = "tinyship_tflm_libraries"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise SelectModelError(f"cannot load the TFLM library table {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    return module
 
 
-class LibraryPin(NamedTuple):
-    """A TFLM library as an env pins it (version or commit None when not exact)."""
-
-    library: str
-    version: str | None
-    commit: str | None
-    spec: str
-    source: str
-
-    @property
-    def label(self) -> str:
-        if self.version is not None:
-            return f"{self.library} {self.version}"
-        if self.commit is not None:
-            return f"{self.library} @ commit {self.commit[:8]}"
-        return f"{self.library} (unpinned: {self.spec})"
-
-
-class EnvSpec(NamedTuple):
-    """What the library check needs from one ``[env:NAME]``."""
-
-    name: str
-    board: str
-    platform: str
-    frameworks: tuple[str, ...]
-    profile: str
-    lib_deps: tuple[str, ...]
-    idf_manifest: str | None = None
-    idf_manifest_path: str = "idf_component.yml"
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    parts = [int(p) for p in version.split(".")]
-    while len(parts) > 1 and parts[-1] == 0:
-        parts.pop()
-    return tuple(parts)
-
-
-def canonical_library(name: str) -> str | None:
-    return LIBRARY_NAMES.get(name.strip().lower())
-
-
-def parse_lib_dep(spec: str) -> LibraryPin | None:
-    """A ``lib_deps`` line as a pin of a known TFLM library; None for any other library."""
-    text = spec.strip()
-    git = _GIT_RE.match(text)
-    if git:
-        library = canonical_library(git.group(1))
-        if library is None:
-            return None
-        ref = (git.group(2) or "").lower()
-        return LibraryPin(library, None, ref if _COMMIT_RE.match(ref) else None, text,
-                          "lib_deps")
-    reg = _REGISTRY_RE.match(text)
-    library = canonical_library(reg.group(1)) if reg else None
-    if reg is None or library is None:
-        return None
-    requested = (reg.group(2) or "").strip().lstrip("=")
-    version = requested if _LIB_VERSION_RE.match(requested) else None
-    return LibraryPin(library, version, None, text, "lib_deps")
-
-
-def parse_idf_manifest(text: str, source: str) -> list[LibraryPin]:
-    """``espressif/esp-tflite-micro`` in an idf_component.yml, inline or with a
-    ``version:`` key; only ``==X.Y.Z`` counts as an exact pin."""
-    pins = []
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        dep = _IDF_DEP_RE.match(line.split("#", 1)[0].rstrip())
-        if dep is None:
-            continue
-        spec = dep.group(2).strip()
-        for child in lines[i + 1:] if not spec else []:
-            if child.strip() and len(child) - len(child.lstrip()) <= len(dep.group(1)):
-                break
-            key = _IDF_VERSION_RE.match(child.split("#", 1)[0].rstrip())
-            if key:
-                spec = key.group(1).strip()
-                break
-        spec = spec.strip("\"'").strip()
-        exact = spec[2:].strip() if spec.startswith("==") else ""
-        version = exact if _LIB_VERSION_RE.match(exact) else None
-        pins.append(LibraryPin("esp-tflite-micro", version, None,
-                               f"esp-tflite-micro: {spec or '(no version)'}", source))
-    return pins
-
-
-def env_pins(env: EnvSpec) -> list[LibraryPin]:
-    pins = [p for p in (parse_lib_dep(d) for d in env.lib_deps) if p is not None]
-    if "espidf" in env.frameworks and env.idf_manifest is not None:
-        pins += parse_idf_manifest(env.idf_manifest, env.idf_manifest_path)
-    return pins
-
-
-def release_of(pin: LibraryPin) -> LibraryRelease | None:
-    for row in LIBRARY_RELEASES:
-        if row.library != pin.library:
-            continue
-        if pin.commit is not None and pin.commit in row.commits:
-            return row
-        if pin.version is not None and row.versions is not None:
-            first, end = (version_key(v) for v in row.versions)
-            if first <= version_key(pin.version) < end:
-                return row
-    return None
-
-
-def platform_idf(platform: str, frameworks: tuple[str, ...]) -> str | None:
-    match = _PLATFORM_RE.match(platform.strip())
-    if match is None or not {"arduino", "espidf"} <= set(frameworks):
-        return None
-    return ESPRESSIF32_ARDUINO_IDF.get(match.group(1))
-
-
-def _describe(row: LibraryRelease) -> str:
-    if row.versions is not None:
-        return f"{row.library} {row.versions[0]} to before {row.versions[1]}"
-    return f"{row.library} @ commit {row.commits[0][:8]}"
-
-
-def _choices(library: str) -> str:
-    return "; ".join(f"{_describe(r)}: {r.profile}" for r in LIBRARY_RELEASES
-                     if r.library == library)
-
-
-def check_env(env: EnvSpec) -> LibraryRelease:
-    """The table row of the TFLM library ``env`` pins: exactly one known library, pinned
-    exactly, in the table, checked on the env's board, accepting the platform's ESP-IDF,
-    and running at least the profile ``custom_tinyship_profile`` claims."""
-    pins = env_pins(env)
-    if not pins:
-        where = "lib_deps" + (f" or {env.idf_manifest_path}" if "espidf" in env.frameworks
-                              else "")
-        raise SelectModelError(
-            f"env '{env.name}' pins no known TFLM library in {where} (known: "
-            f"{', '.join(sorted(set(LIBRARY_NAMES.values())))})")
-    if len(pins) > 1:
-        raise SelectModelError(
-            f"env '{env.name}' pins {len(pins)} TFLM libraries "
-            f"({', '.join(p.label for p in pins)}); link exactly one")
-    pin = pins[0]
-    if pin.version is None and pin.commit is None:
-        raise SelectModelError(
-            f"env '{env.name}': '{pin.spec}' ({pin.source}) does not pin {pin.library} to an "
-            f"exact version or git commit; pin a checked release ({_choices(pin.library)})")
-    row = release_of(pin)
-    if row is None:
-        raise SelectModelError(
-            f"env '{env.name}' pins {pin.label} ({pin.source}), which is not in the table of "
-            f"checked TFLM library releases ({LIBRARY_TABLE_FILES}): read its FullyConnected "
-            f"kernel and compile it for the board, then add a row (checked: "
-            f"{_choices(pin.library)})")
-    if row.boards and env.board not in row.boards:
-        raise SelectModelError(
-            f"env '{env.name}': {pin.label} was not checked on board '{env.board}' (checked on "
-            f"{', '.join(sorted(row.boards))}; {row.why})")
-    if row.min_idf is not None:
-        idf = platform_idf(env.platform, env.frameworks)
-        if idf is None:
-            raise SelectModelError(
-                f"env '{env.name}': the ESP-IDF that platform '{env.platform}' builds "
-                f"framework = {', '.join(env.frameworks)} with is not in the table "
-                f"({LIBRARY_TABLE_FILES}), so {pin.label} (needs ESP-IDF >= {row.min_idf}) "
-                "cannot be checked; read the platform's platform.py and add it")
-        if version_key(idf) < version_key(row.min_idf):
-            raise SelectModelError(
-                f"env '{env.name}': {pin.label} requires ESP-IDF >= {row.min_idf}, but platform "
-                f"'{env.platform}' builds framework = arduino, espidf with ESP-IDF {idf}; pin "
-                f"a release that accepts ESP-IDF {idf} ({_choices(pin.library)})")
-    if env.profile not in COMPATIBLE_PROFILES:
-        raise SelectModelError(
-            f"env '{env.name}': custom_tinyship_profile = '{env.profile}' is not a known "
-            f"profile ({', '.join(sorted(COMPATIBLE_PROFILES))})")
-    if not COMPATIBLE_PROFILES[env.profile] <= COMPATIBLE_PROFILES[row.profile]:
-        raise SelectModelError(
-            f"env '{env.name}' sets custom_tinyship_profile = '{env.profile}', but its TFLM "
-            f"library {pin.label} runs profile '{row.profile}' ({row.why}); set "
-            f"custom_tinyship_profile = {row.profile}, or pin a release that runs "
-            f"'{env.profile}' ({_choices(pin.library)})")
-    return row
+def check_library(project_dir: Path, env_spec: Any) -> str:
+    """Run the table's check on the env; returns the pinned release's label for messages."""
+    libs = library_table(project_dir)
+    try:
+        libs.check_env(env_spec)
+    except libs.LibraryCheckError as exc:
+        raise SelectModelError(str(exc)) from None
+    return str(libs.env_pins(env_spec)[0].label)
 
 
 def check_profile(
     env_name: str, env_profile: str, model: ModelVersion, library: str | None = None
 ) -> None:
     """Refuse a model quantized for a profile the env's TFLM library (``library``, its
-    release as :func:`check_env` found it, named in the message) cannot run correctly."""
+    release as :func:`check_library` found it, named in the message) cannot run correctly."""
     if env_profile not in COMPATIBLE_PROFILES:
         raise SelectModelError(
             f"env '{env_name}': custom_tinyship_profile = '{env_profile}' is not a known profile"
@@ -680,15 +459,14 @@ def prepare_build(
     env_profile: str,
     environ: Mapping[str, str],
     now: _dt.datetime | None = None,
-    env_spec: EnvSpec | None = None,
+    env_spec: Any = None,
 ) -> BuildSelection:
     """Everything the pre-build step does, without SCons. ``env_spec`` (the env as
-    platformio.ini declares it; PlatformIO builds always pass it) has its TFLM library
-    checked first (:func:`check_env`)."""
+    platformio.ini declares it, a ``tflm_libraries.EnvSpec``; PlatformIO builds always pass
+    it) has its TFLM library checked first (:func:`check_library`)."""
     library = None
     if env_spec is not None:
-        check_env(env_spec)
-        library = env_pins(env_spec)[0].label
+        library = check_library(project_dir, env_spec)
     registry = registry_dir(project_dir, environ)
     version = resolve_version(registry, environ.get("TINYSHIP_MODEL"))
     model = load_model(registry, version)
@@ -720,8 +498,6 @@ def prepare_build(
 
 
 def _run_in_scons() -> None:  # pragma: no cover - needs PlatformIO
-    import sys
-
     Import("env")  # type: ignore[name-defined]  # noqa: F821  (SCons builtin)
     env = globals()["env"]
     env_name = env["PIOENV"]
@@ -739,7 +515,14 @@ def _run_in_scons() -> None:  # pragma: no cover - needs PlatformIO
     profile = str(option("custom_tinyship_profile", "")).strip()
     frameworks = values(option("framework", []))
     manifest = Path(env.subst("$PROJECT_SRC_DIR")) / "idf_component.yml"
-    spec = EnvSpec(
+    project_dir = Path(env.subst("$PROJECT_DIR"))
+    try:
+        libs = library_table(project_dir)
+    except SelectModelError as exc:
+        sys.stderr.write(f"tinyship: error: {exc}\n")
+        env.Exit(1)
+        return
+    spec = libs.EnvSpec(
         name=env_name,
         board=str(option("board", "")).strip(),
         platform=str(option("platform", "")).strip(),
@@ -752,7 +535,7 @@ def _run_in_scons() -> None:  # pragma: no cover - needs PlatformIO
     )
     try:
         selection = prepare_build(
-            project_dir=Path(env.subst("$PROJECT_DIR")),
+            project_dir=project_dir,
             build_dir=Path(env.subst("$BUILD_DIR")),
             env_name=env_name,
             env_profile=profile,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tinyship.tflm_libraries import PROFILE_ACCEPTS
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -65,7 +67,7 @@ PROFILES: dict[str, Profile] = {
             # random inputs, measured on a Conv2D+Mean+Dense model), so the host could not
             # predict the board bit-exactly. tinyship's own models never use it.
             supported_ops=_COMMON_OPS - {"MEAN"},
-            accepts=frozenset({"tflm-arduino-2023"}),
+            accepts=PROFILE_ACCEPTS["tflm-arduino-2023"],
         ),
         Profile(
             name="tflm-current",
@@ -76,7 +78,7 @@ PROFILES: dict[str, Profile] = {
             ),
             per_channel_dense=True,
             supported_ops=_COMMON_OPS,
-            accepts=frozenset({"tflm-arduino-2023", "tflm-current"}),
+            accepts=PROFILE_ACCEPTS["tflm-current"],
         ),
     )
 }

@@ -13,8 +13,9 @@ pre-build step run on an env before building it:
 * `custom_tinyship_profile` claims no more than the release runs (a `tflm-current` model
   on a library that reads Dense weights per tensor would be silently wrong).
 
-`firmware/scripts/select_model.py` runs in PlatformIO's Python and cannot import tinyship,
-so it repeats the table and the check; tests/test_tflm_libraries.py keeps the two in step.
+`firmware/scripts/select_model.py` runs in PlatformIO's Python, which cannot import tinyship:
+it loads this file by path, so this module uses the standard library only and raises its own
+`LibraryCheckError` (`tinyship build` turns it into a BuildError). One table, one check.
 """
 
 from __future__ import annotations
@@ -23,13 +24,20 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tinyship.errors import BuildError
-from tinyship.profiles import PROFILES
-
 ARDUINO_2023 = "tflm-arduino-2023"
 CURRENT = "tflm-current"
-#: The check's error messages name this file and the script's copy of the table.
-TABLE_FILES = "host/tinyship/tflm_libraries.py and firmware/scripts/select_model.py"
+#: Which models' profiles a runtime of each profile computes correctly (a newer runtime
+#: runs the older scheme). tinyship.profiles takes its `accepts` from here.
+PROFILE_ACCEPTS: dict[str, frozenset[str]] = {
+    ARDUINO_2023: frozenset({ARDUINO_2023}),
+    CURRENT: frozenset({ARDUINO_2023, CURRENT}),
+}
+#: The check's error messages name the file that holds the table.
+TABLE_FILES = "host/tinyship/tflm_libraries.py"
+
+
+class LibraryCheckError(ValueError):
+    """An env's TFLM library pin fails the check; the message names env, release, profile."""
 
 
 @dataclass(frozen=True)
@@ -279,53 +287,53 @@ def _choices(library: str) -> str:
 
 def check_env(env: EnvSpec) -> LibraryRelease:
     """The table row of the TFLM library `env` pins, after every check in the module
-    docstring; BuildError names the env, the library release and the profile."""
+    docstring; LibraryCheckError names the env, the library release and the profile."""
     pins = env_pins(env)
     if not pins:
         where = "lib_deps" + (f" or {env.idf_manifest_path}" if "espidf" in env.frameworks
                               else "")
-        raise BuildError(
+        raise LibraryCheckError(
             f"env '{env.name}' pins no known TFLM library in {where} (known: "
             f"{', '.join(sorted(set(LIBRARY_NAMES.values())))})")
     if len(pins) > 1:
-        raise BuildError(
+        raise LibraryCheckError(
             f"env '{env.name}' pins {len(pins)} TFLM libraries "
             f"({', '.join(p.label for p in pins)}); link exactly one")
     pin = pins[0]
     if pin.version is None and pin.commit is None:
-        raise BuildError(
+        raise LibraryCheckError(
             f"env '{env.name}': '{pin.spec}' ({pin.source}) does not pin {pin.library} to an "
             f"exact version or git commit; pin a checked release ({_choices(pin.library)})")
     row = release_of(pin)
     if row is None:
-        raise BuildError(
+        raise LibraryCheckError(
             f"env '{env.name}' pins {pin.label} ({pin.source}), which is not in the table of "
             f"checked TFLM library releases ({TABLE_FILES}): read its FullyConnected kernel "
             f"and compile it for the board, then add a row (checked: {_choices(pin.library)})")
     if row.boards and env.board not in row.boards:
-        raise BuildError(
+        raise LibraryCheckError(
             f"env '{env.name}': {pin.label} was not checked on board '{env.board}' (checked on "
             f"{', '.join(sorted(row.boards))}; {row.why})")
     if row.min_idf is not None:
         idf = platform_idf(env.platform, env.frameworks)
         if idf is None:
-            raise BuildError(
+            raise LibraryCheckError(
                 f"env '{env.name}': the ESP-IDF that platform '{env.platform}' builds "
                 f"framework = {', '.join(env.frameworks)} with is not in the table "
                 f"({TABLE_FILES}), so {pin.label} (needs ESP-IDF >= {row.min_idf}) cannot be "
                 "checked; read the platform's platform.py and add it")
         if version_key(idf) < version_key(row.min_idf):
-            raise BuildError(
+            raise LibraryCheckError(
                 f"env '{env.name}': {pin.label} requires ESP-IDF >= {row.min_idf}, but platform "
                 f"'{env.platform}' builds framework = arduino, espidf with ESP-IDF {idf}; pin "
                 f"a release that accepts ESP-IDF {idf} ({_choices(pin.library)})")
-    claimed = PROFILES.get(env.profile)
+    claimed = PROFILE_ACCEPTS.get(env.profile)
     if claimed is None:
-        raise BuildError(
+        raise LibraryCheckError(
             f"env '{env.name}': custom_tinyship_profile = '{env.profile}' is not a known "
-            f"profile ({', '.join(sorted(PROFILES))})")
-    if not claimed.accepts <= PROFILES[row.profile].accepts:
-        raise BuildError(
+            f"profile ({', '.join(sorted(PROFILE_ACCEPTS))})")
+    if not claimed <= PROFILE_ACCEPTS[row.profile]:
+        raise LibraryCheckError(
             f"env '{env.name}' sets custom_tinyship_profile = '{env.profile}', but its TFLM "
             f"library {pin.label} runs profile '{row.profile}' ({row.why}); set "
             f"custom_tinyship_profile = {row.profile}, or pin a release that runs "

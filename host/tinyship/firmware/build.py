@@ -24,7 +24,7 @@ from pathlib import Path
 from tinyship.errors import BuildError, RegistryError
 from tinyship.profiles import PROFILES, compatible
 from tinyship.registry import DAMAGED_HINT, Registry, sha256_file
-from tinyship.tflm_libraries import EnvSpec, LibraryRelease, check_env
+from tinyship.tflm_libraries import EnvSpec, LibraryCheckError, LibraryRelease, check_env
 
 PROFILE_OPTION = "custom_tinyship_profile"
 OUTPUT_NAMES = ("firmware.bin", "firmware.hex", "firmware.uf2", "firmware.elf")
@@ -102,7 +102,10 @@ def env_library(ini: Path, env: str) -> LibraryRelease:
     """The checked TFLM library release `env` pins (`tinyship.tflm_libraries.check_env`):
     BuildError when it is unknown, not pinned exactly, unchecked on the board, needs
     another ESP-IDF than the platform's, or runs less than the env's profile claims."""
-    return check_env(env_spec(ini, env))
+    try:
+        return check_env(env_spec(ini, env))
+    except LibraryCheckError as e:
+        raise BuildError(str(e)) from None
 
 
 def env_profile(ini: Path, env: str) -> str:
