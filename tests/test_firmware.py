@@ -29,11 +29,20 @@ import pytest
 
 # The ctypes mirror of the core's structs is the virtual board's (one copy, checked
 # against the header in tests/test_protocol_codec.py).
-from tinyship.device.virtual._core import Config, InferFn, MicrosFn, Platform, WriteFn
+from tinyship.device.virtual._core import (
+    CORE_CPP,
+    CORE_HEADERS,
+    Config,
+    InferFn,
+    MicrosFn,
+    Platform,
+    WriteFn,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
-HEADER = FIRMWARE / "lib/tinyship_core/src/tinyship_core.h"
+CORE_DIR = FIRMWARE / "lib/tinyship_core/src"
+HEADER = CORE_DIR / "tinyship_core.h"
 PROTOCOL = FIRMWARE / "PROTOCOL.md"
 SELECT_MODEL = FIRMWARE / "scripts/select_model.py"
 LIB = FIRMWARE / "build/host/libtinyship_core.so"
@@ -122,6 +131,21 @@ def test_protocol_md_error_reasons_match_the_string_table() -> None:
 
 
 # ------------------------------------------------------------ host C++ tests --
+
+
+def test_every_build_of_the_core_compiles_the_same_sources() -> None:
+    # The core is split by concern (tinyship_core_internal.h says which file does what).
+    # PlatformIO builds every .cpp of lib/tinyship_core/src; firmware/Makefile (CORE_FILES)
+    # and the virtual board (_core.CORE_CPP) list the files, so both lists must name them all.
+    make = (FIRMWARE / "Makefile").read_text()
+    m = re.search(r"^CORE_FILES := ((?:.*\\\n)*.*)$", make, re.MULTILINE)
+    assert m, "CORE_FILES not found in firmware/Makefile"
+    assert m.group(1).replace("\\\n", " ").split() == list(CORE_CPP)
+    assert all((CORE_DIR / name).is_file() for name in (*CORE_CPP, *CORE_HEADERS))
+    assert {p.name for p in CORE_DIR.glob("tinyship_core*.cpp")} <= set(CORE_CPP)
+    assert {p.name for p in CORE_DIR.glob("tinyship_core*.h")} <= set(CORE_HEADERS)
+    manifest = CORE_DIR.parent / "library.json"  # would restrict what PlatformIO builds
+    assert not manifest.exists() or "srcFilter" not in manifest.read_text()
 
 
 def test_core_host_unit_tests() -> None:
@@ -941,7 +965,7 @@ def test_arduino_glue_compiles_and_runs_files_from_the_host_generator(
 
 
 def test_protocol_md_documents_every_mlperf_and_text_error_line() -> None:
-    source = (FIRMWARE / "lib/tinyship_core/src/tinyship_core.cpp").read_text()
+    source = "\n".join((CORE_DIR / name).read_text() for name in CORE_CPP)
     doc = PROTOCOL.read_text()
     literals = re.findall(r'"((?:e|m)-[^"\\]*)', source)
     assert len(literals) > 20

@@ -51,7 +51,15 @@ TS_RESET_SOFTWARE = 4
 #: value in platformio.ini, the MLPerf vision input 96x96x3 (tests check they agree).
 TS_MAX_INPUT_BYTES = 27648
 
-_SOURCES = ("tinyship_core.cpp", "tinyship_core.h")
+#: The core's translation units (firmware/Makefile's CORE_FILES; tests check they agree) and
+#: its headers: all compiled into one library, all hashed into the cache key.
+CORE_CPP = (
+    "tinyship_core.cpp", "tinyship_core_output.cpp", "tinyship_core_framing.cpp",
+    "tinyship_core_commands.cpp", "tinyship_core_text.cpp", "tinyship_core_mlperf.cpp",
+    "tinyship_core_stats.cpp",
+)
+CORE_HEADERS = ("tinyship_core.h", "tinyship_core_internal.h")
+_SOURCES = (*CORE_CPP, *CORE_HEADERS)
 _CXX_FLAGS = (
     "-std=c++17", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wconversion",
     "-fno-exceptions", "-fno-rtti", "-O2", "-fPIC", "-shared",
@@ -120,7 +128,7 @@ def build_core_lib(src_dir: Path | None = None, out_dir: Path | None = None) -> 
             return lib
         fd, tmp = tempfile.mkstemp(prefix=f".{LIB_NAME}.", dir=out_dir)
         os.close(fd)
-        cmd = [cxx, *_CXX_FLAGS, str(src_dir / "tinyship_core.cpp"), "-o", tmp]
+        cmd = [cxx, *_CXX_FLAGS, *(str(src_dir / name) for name in CORE_CPP), "-o", tmp]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if proc.returncode != 0:
