@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tinyship.atomic import write_text_atomic
 from tinyship.errors import RegistryError
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -59,22 +60,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 16), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -355,7 +340,7 @@ class Registry:
 
     def _write_aliases(self, aliases: dict[str, str]) -> None:
         try:
-            atomic_write_text(self.root / ALIASES,
+            write_text_atomic(self.root / ALIASES,
                               json.dumps(aliases, indent=2, sort_keys=True) + "\n")
         except OSError as e:
             raise self._unwritable(e) from None

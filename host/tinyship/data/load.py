@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from tinyship import atomic
 from tinyship.config import DataSection
 from tinyship.errors import DataError
 
@@ -108,18 +107,6 @@ def fingerprint(path: Path) -> dict[str, object]:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and `os.replace`, so a reader (or a crash)
-    never sees half a dataset."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a dataset is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a dataset atomically (a reader or a crash never sees half of it), readable by
+    others: a dataset is meant to be shared."""
+    atomic.write_bytes_atomic(path, data, mode=0o644)

@@ -26,9 +26,6 @@ Python dict. This model refuses what the chips refuse and can lose power mid-ope
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tinyship.atomic import write_bytes_atomic
 from tinyship.errors import DeviceError
 
 ERASED = 0xFF
@@ -265,19 +263,7 @@ class NorFlash:
     # -- persistence -----------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Write the raw image atomically (temp file, fsync, rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._mem)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_bytes_atomic(Path(path), bytes(self._mem))
 
     @classmethod
     def load(cls, path: Path, geometry: NorGeometry, **kwargs: Any) -> NorFlash:

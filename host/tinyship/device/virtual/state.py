@@ -23,8 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tinyship.atomic import write_text_atomic
 from tinyship.errors import DeviceError
-from tinyship.registry import atomic_write_text
 
 STATE_FILE = "state.json"
 SCHEMA = 1
@@ -59,7 +59,7 @@ class BoardState:
         return base
 
     def _save(self) -> None:
-        atomic_write_text(self.path, json.dumps(self._data, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(self.path, json.dumps(self._data, indent=2, sort_keys=True) + "\n")
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
