@@ -9,20 +9,9 @@
 
 #include "tinyship_core.h"
 #include "ts_slot_image.h"
+#include "slot_check.h"
 
 namespace {
-
-int g_failures = 0;
-int g_checks = 0;
-
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    ++g_checks;                                                                  \
-    if (!(cond)) {                                                               \
-      if (g_failures < 30) std::printf("%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                              \
-    }                                                                            \
-  } while (0)
 
 using Bytes = std::vector<uint8_t>;
 
@@ -443,7 +432,7 @@ int main(int argc, char** argv) {
   test_check();
   test_messages();
   test_fuzz(iters, seed);
-  std::printf("test_slot_image: %d checks, %d failures (%u fuzz inputs, seed %u)\n", g_checks,
-              g_failures, iters, seed);
-  return g_failures == 0 ? 0 : 1;
+  std::printf("test_slot_image: %d checks, %d failures (%u fuzz inputs, seed %u)\n", slot_check::checks,
+              slot_check::failures, iters, seed);
+  return slot_check::failures == 0 ? 0 : 1;
 }

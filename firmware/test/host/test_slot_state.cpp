@@ -4,20 +4,9 @@
 #include <cstring>
 
 #include "ts_slot_state.h"
+#include "slot_check.h"
 
 namespace {
-
-int g_failures = 0;
-int g_checks = 0;
-
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    ++g_checks;                                                                  \
-    if (!(cond)) {                                                               \
-      if (g_failures < 30) std::printf("%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-      ++g_failures;                                                              \
-    }                                                                            \
-  } while (0)
 
 constexpr uint8_t U = TS_FLAG_UNSET, S = TS_FLAG_SET, B = TS_FLAG_BAD;
 
@@ -327,6 +316,6 @@ int main() {
   test_errors();
   test_names();
   test_exhaustive();
-  std::printf("test_slot_state: %d checks, %d failures\n", g_checks, g_failures);
-  return g_failures == 0 ? 0 : 1;
+  std::printf("test_slot_state: %d checks, %d failures\n", slot_check::checks, slot_check::failures);
+  return slot_check::failures == 0 ? 0 : 1;
 }
