@@ -334,7 +334,7 @@ def test_shared_library_runs_a_core_through_ctypes(core_lib: ctypes.CDLL) -> Non
     )
     assert (
         bytes(written)
-        == b"tinyship ready proto=1 fw=0.1.0 model=v0001 board=virtual selftest=pass\r\n"
+        == b"tinyship ready proto=2 fw=0.1.0 model=v0001 board=virtual selftest=pass\r\n"
     )
     written.clear()
     request = _py_frame(0x03, 9, struct.pack("<H", 2) + bytes([1, 2, 3, 0xFF, 0xFF, 0xFF]))
@@ -444,7 +444,7 @@ def test_input_buffer_is_a_per_env_build_setting_matching_the_virtual_board() ->
     header = HEADER.read_text()
     default = re.search(r"#ifndef TS_MAX_INPUT_BYTES\n#define TS_MAX_INPUT_BYTES (\d+)u", header)
     assert default and int(default.group(1)) == 1024 - 2  # one vector per binary INFER
-    assert "#define TS_CORE_MEM_BYTES ((5120u + TS_MAX_INPUT_BYTES + 7u) & ~7u)" in header
+    assert "#define TS_CORE_MEM_BYTES ((6144u + TS_MAX_INPUT_BYTES + 7u) & ~7u)" in header
     ini = configparser.ConfigParser(interpolation=None)
     ini.read(REPO / "platformio.ini")
     envs = [s for s in ini.sections() if s.startswith("env:")]
@@ -459,7 +459,7 @@ def test_input_buffer_is_a_per_env_build_setting_matching_the_virtual_board() ->
     assert f"MLPERF_INPUT_BYTES := {_core.TS_MAX_INPUT_BYTES}" in make
     for doc in (PROTOCOL, FIRMWARE / "README.md"):
         text = doc.read_text()
-        assert "TS_MAX_INPUT_BYTES" in text and "27,648" in text and "5,120" in text, doc
+        assert "TS_MAX_INPUT_BYTES" in text and "27,648" in text and "6,144" in text, doc
 
 
 def test_protocol_md_says_energy_mode_is_not_supported() -> None:
@@ -865,7 +865,7 @@ def test_arduino_glue_runs_generated_model_through_runner_and_core(
 ) -> None:
     lines = _run_glue(sm, registry, tmp_path / "build", "v0010")
     assert (
-        lines["BANNER"] == "tinyship ready proto=1 fw=0.1.0 model=v0010 board=esp32s3 selftest=pass"
+        lines["BANNER"] == "tinyship ready proto=2 fw=0.1.0 model=v0010 board=esp32s3 selftest=pass"
     )
     assert "BOOTLOG" not in lines
     assert lines["PING"] == "ok"
@@ -890,7 +890,7 @@ def test_arduino_glue_reports_the_configured_mlperf_model(
 ) -> None:
     lines = _run_glue(sm, registry, tmp_path / "build", "v0010", TINYSHIP_MLPERF_MODEL="vww01")
     assert lines["PROFILE"] == "m-model-[vww01]"
-    assert lines["BANNER"].startswith("tinyship ready proto=1 fw=0.1.0 model=v0010 ")
+    assert lines["BANNER"].startswith("tinyship ready proto=2 fw=0.1.0 model=v0010 ")
 
 
 def test_arduino_glue_refuses_inference_when_model_crc_is_wrong(

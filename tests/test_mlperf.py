@@ -167,7 +167,7 @@ def test_launcher_lets_the_runner_find_and_open_a_socket_board(
     # opening the socket reset the board; `name%`, sent during the boot, is answered after
     # the banner
     reply = proc.stdout.split("REPLY ", 1)[1]
-    assert reply.startswith("tinyship ready proto=1 ")
+    assert reply.startswith("tinyship ready proto=2 ")
     assert "|m-name-dut-[tinyship]|m-ready|" in reply
 
 

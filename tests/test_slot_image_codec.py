@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from tinyship.device.slot_image import (
+    BEGIN_HEADER_MAX,
     CRC_OFFSET,
     FIXED_LEN,
     MAX_OPS,
@@ -36,6 +38,9 @@ from tinyship.device.slot_image import (
     SlotImageStatus,
     build_slot_image,
     check_slot_header,
+    header_len_for,
+    max_golden_for,
+    max_golden_for_begin,
     parse_slot_image,
     verify_body,
 )
@@ -65,6 +70,8 @@ class CHeader(ctypes.Structure):
         ("input_zero_point", ctypes.c_int32),
         ("output_scale", ctypes.c_float),
         ("output_zero_point", ctypes.c_int32),
+        ("target_mean", ctypes.c_float),
+        ("target_scale", ctypes.c_float),
         ("n_ops", ctypes.c_uint16),
         ("n_golden", ctypes.c_uint16),
         ("header_crc32", ctypes.c_uint32),
@@ -103,9 +110,9 @@ def clib(tmp_path_factory: pytest.TempPathFactory) -> ctypes.CDLL:
     d = tmp_path_factory.mktemp("slot_image")
     (d / "sizes.cpp").write_text(_SIZES)
     so = d / "libslot_image.so"
-    # ts_crc32 lives in the core's framing file; the rest of the core comes along.
-    srcs = [str(CORE / "ts_slot_image.cpp"),
-            *sorted(str(p) for p in CORE.glob("tinyship_core*.cpp"))]
+    # ts_crc32 lives in the core's framing file; the rest of the core (all of src/, so
+    # whatever the core itself links, e.g. the slot store, comes along) is linked too.
+    srcs = sorted(str(p) for p in CORE.glob("*.cpp"))
     proc = subprocess.run(
         [cxx, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wconversion",
          "-fno-exceptions", "-fno-rtti", "-fPIC", "-shared", f"-I{CORE}", *srcs,
@@ -166,6 +173,21 @@ def manifest_for(model: bytes, **over: Any) -> dict[str, Any]:
     return m
 
 
+def regression_manifest(model: bytes, mean: float = 1234.5678901234,
+                        scale: float = -0.0123456789012) -> dict[str, Any]:
+    """A regression model's manifest: one output in standardized units, and the target
+    units (values not exact in float32, so the header's rounding shows)."""
+    m = manifest_for(model)
+    m["model"]["ops"] = ["FULLY_CONNECTED", "RELU"]
+    m["model"]["output"] = {"shape": [1, 1], "dtype": "int8", "scale": 0.0243, "zero_point": 3,
+                            "target_mean": mean, "target_scale": scale}
+    return m
+
+
+def f32(x: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", x))[0])
+
+
 MODEL = bytes((i * 31 + 5) & 0xFF for i in range(300))
 GOLD_IN = [bytes(range(i, i + 8)) for i in range(3)]
 GOLD_OUT = [bytes([i, 0x80, 0x7F]) for i in range(3)]
@@ -193,6 +215,7 @@ def assert_same(c: CHeader, p: SlotHeader, buf: ctypes.Array[ctypes.c_char]) -> 
     assert c.input_zero_point == p.input_zero_point
     assert c.output_scale == p.output_scale
     assert c.output_zero_point == p.output_zero_point
+    assert c.target_mean == p.target_mean and c.target_scale == p.target_scale
     assert c.n_ops == len(p.ops) and tuple(c.ops[: c.n_ops]) == p.ops
     assert c.n_golden == len(p.golden_inputs) == len(p.golden_outputs)
     assert c.header_crc32 == p.header_crc32
@@ -215,16 +238,18 @@ def _cases() -> list[tuple[bytes, dict[str, Any], int, int]]:
     wide = manifest_for(MODEL, version="v000000000000001",
                         profile="p0123456789012345678901234567890")
     wide["model"]["output"] = {"shape": [2, 5], "dtype": "float32", "scale": 0.0,
-                               "zero_point": 0}
+                               "zero_point": 0, "target_mean": -3.4028234663852886e38,
+                               "target_scale": 1e-45}  # float32 extremes: finite, non-zero
     return [
         (MODEL, manifest_for(MODEL), 7, 3),
         (MODEL[:1], manifest_for(MODEL[:1]), 0, 0),
         (big, many_ops, 0xFFFFFFFF, 1),
         (MODEL, wide, 12345, 2),
+        (MODEL, regression_manifest(MODEL), 9, 2),
     ]
 
 
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_python_built_images_parse_identically_in_c(clib: ctypes.CDLL, case: int) -> None:
     model, manifest, seq, n_golden = _cases()[case]
     m = manifest["model"]
@@ -271,8 +296,121 @@ def test_registry_manifest_image(clib: ctypes.CDLL, trained_registry: tuple[Any,
     assert p.sha256.hex() == manifest["model"]["sha256"]
     assert p.arena_bytes == manifest["model"]["arena_bytes"]
     assert p.input_zero_point == manifest["model"]["input"]["zero_point"]
-    assert p.input_scale == struct.unpack("<f", struct.pack("<f",
-                                          manifest["model"]["input"]["scale"]))[0]
+    assert p.input_scale == f32(manifest["model"]["input"]["scale"])
+    # The session's model is a regression: its target units are in the header.
+    out = manifest["model"]["output"]
+    assert p.target_mean == f32(out.get("target_mean", 0.0))
+    assert p.target_scale == f32(out.get("target_scale", 1.0))
+
+
+def test_regression_target_units_round_trip_exactly(clib: ctypes.CDLL) -> None:
+    """A regression manifest's target_mean / target_scale come back as exactly their
+    float32 values, the same on the C and the Python side; older manifests without them
+    (and classifiers) get the identity 0.0 / 1.0."""
+    for mean, scale in [(1234.5678901234, -0.0123456789012), (-0.1, 3.0e38),
+                        (1e-40, 7.0), (0.0, 1.0)]:
+        img = build_slot_image(MODEL, regression_manifest(MODEL, mean, scale), 3)
+        status, c, buf = c_parse(clib, img)
+        assert status == S.OK
+        p = parse_slot_image(img)
+        assert_same(c, p, buf)
+        assert p.target_mean == f32(mean) and p.target_scale == f32(scale)
+        assert struct.unpack_from("<ff", img, 132) == (p.target_mean, p.target_scale)
+        assert c.target_mean == f32(mean) and c.target_scale == f32(scale)
+        # The header alone (SLOT_BEGIN) carries them too.
+        status, ch, _hbuf = c_parse(clib, img[: p.header_len], header_only=True)
+        assert status == S.OK and (ch.target_mean, ch.target_scale) == (c.target_mean,
+                                                                       c.target_scale)
+    old = manifest_for(MODEL)
+    assert "target_mean" not in old["model"]["output"]
+    img = build_slot_image(MODEL, old, 1)
+    status, c, _buf = c_parse(clib, img)
+    p = parse_slot_image(img)
+    assert status == S.OK and (c.target_mean, c.target_scale) == (0.0, 1.0)
+    assert (p.target_mean, p.target_scale) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("target_scale", 0.0), ("target_scale", -0.0), ("target_scale", math.nan),
+    ("target_scale", math.inf), ("target_scale", 1e-50), ("target_scale", 1e39),
+    ("target_mean", math.nan), ("target_mean", -math.inf), ("target_mean", -1e39),
+])
+def test_bad_target_units_refused_by_both_sides(clib: ctypes.CDLL, field: str,
+                                                value: float) -> None:
+    """The core's rule (ts_core_init): finite mean, finite non-zero scale, as float32 (1e-50
+    rounds to 0, 1e39 overflows). The encoder refuses such a manifest, and a header that
+    carries such a value anyway is refused by the C and the Python parser alike."""
+    manifest = regression_manifest(MODEL)
+    manifest["model"]["output"][field] = value
+    with pytest.raises(SlotImageError, match="target_mean") as e:
+        build_slot_image(MODEL, manifest, 1)
+    assert e.value.status == S.FIELD
+    good = build_slot_image(MODEL, regression_manifest(MODEL), 1)
+    try:  # the float32 the value would be: 1e-50 -> 0, 1e39 -> inf
+        raw = struct.pack("<f", value)
+    except OverflowError:
+        raw = struct.pack("<f", math.copysign(math.inf, value))
+    bad = _fix_crc(_patch(132 if field == "target_mean" else 136, raw)(good))
+    hlen = parse_slot_image(good).header_len
+    for header_only, data in ((False, bad), (True, bad[:hlen])):
+        status, h, _buf = c_parse(clib, data, header_only=header_only)
+        assert status == S.FIELD
+        assert bytes(h) == bytes(ctypes.sizeof(CHeader))
+        assert py_status(data, header_only=header_only) == S.FIELD
+
+
+def test_max_golden_keeps_the_first_vectors() -> None:
+    gin = [bytes([i] * 8) for i in range(5)]
+    gout = [bytes([i] * 3) for i in range(5)]
+    for n, want in ((None, 5), (0, 0), (2, 2), (5, 5), (99, 5)):
+        img = build_slot_image(MODEL, manifest_for(MODEL), 1, golden_inputs=gin,
+                               golden_outputs=gout, max_golden=n)
+        p = parse_slot_image(img)
+        assert p.golden_inputs == tuple(gin[:want]) and p.golden_outputs == tuple(gout[:want])
+        assert p.header_len == header_len_for(3, want, 8, 3)
+    with pytest.raises(SlotImageError, match="negative"):
+        build_slot_image(MODEL, manifest_for(MODEL), 1, golden_inputs=gin,
+                         golden_outputs=gout, max_golden=-1)
+    with pytest.raises(SlotImageError, match="pair up"):  # pairing is checked before the cut
+        build_slot_image(MODEL, manifest_for(MODEL), 1, golden_inputs=gin,
+                         golden_outputs=gout[:4], max_golden=1)
+
+
+@pytest.mark.parametrize(("n_ops", "in_b", "out_b", "limit"), [
+    (3, 8, 3, 1024), (0, 1, 1, 1024), (64, 4, 4, 1024), (1, 27648, 12, 1024),
+    (2, 490, 0, 1024), (3, 8, 3, 1000), (3, 8, 3, 144 + 16), (0, 0, 0, 1024),
+])
+def test_max_golden_for_fits_the_limit(n_ops: int, in_b: int, out_b: int, limit: int) -> None:
+    n = max_golden_for(n_ops, in_b, out_b, limit=limit)
+    assert 0 <= n <= 0xFFFF
+    assert header_len_for(n_ops, n, in_b, out_b) <= limit
+    if n < 0xFFFF:  # one more would not fit
+        assert header_len_for(n_ops, n + 1, in_b, out_b) > limit
+
+
+def test_max_golden_for_begin_from_a_manifest(clib: ctypes.CDLL) -> None:
+    assert BEGIN_HEADER_MAX == 1024  # SLOT_BEGIN's payload (firmware/PROTOCOL.md)
+    assert max_golden_for(3, 8, 3) == 79  # 144 + 6 + 79 x 11 = 1019 -> 1024
+    with pytest.raises(SlotImageError) as e:  # 144 + 128 = 272 > 256: not even no golden
+        max_golden_for(64, 1, 1, limit=256)
+    assert e.value.status == S.HEADER_LEN
+    manifest = manifest_for(MODEL)
+    n = max_golden_for_begin(manifest)
+    assert n == 79 and max_golden_for_begin(manifest, limit=512) == 32
+    gin = [bytes([i & 0xFF] * 8) for i in range(200)]
+    gout = [bytes([i & 0xFF] * 3) for i in range(200)]
+    img = build_slot_image(MODEL, manifest, 2, golden_inputs=gin, golden_outputs=gout,
+                           max_golden=n)
+    p = parse_slot_image(img)
+    assert p.header_len == BEGIN_HEADER_MAX and len(p.golden_inputs) == n
+    status, c, _buf = c_parse(clib, img[:BEGIN_HEADER_MAX], header_only=True)
+    assert status == S.OK and c.n_golden == n
+    too_many = build_slot_image(MODEL, manifest, 2, golden_inputs=gin, golden_outputs=gout,
+                                max_golden=n + 1)
+    assert parse_slot_image(too_many).header_len > BEGIN_HEADER_MAX
+    with pytest.raises(SlotImageError, match="lacks 'ops'"):
+        del manifest["model"]["ops"]
+        max_golden_for_begin(manifest)
 
 
 def _set16(off: int, v: int, crc: bool = False) -> Callable[[bytes], bytes]:
@@ -298,7 +436,11 @@ def _fix_crc(b: bytes) -> bytes:
     return b[:CRC_OFFSET] + struct.pack("<I", c) + b[CRC_OFFSET + 4:]
 
 
-# good_image(): 136 fixed + 3 ops x 2 + 3 golden x (8 + 3) = 175 -> header length 176.
+def _setf(off: int, v: float, crc: bool = True) -> Callable[[bytes], bytes]:
+    return _patch(off, struct.pack("<f", v), crc)
+
+
+# good_image(): 144 fixed + 3 ops x 2 + 3 golden x (8 + 3) = 183 -> header length 192.
 CORRUPTIONS: dict[str, tuple[Callable[[bytes], bytes], SlotImageStatus]] = {
     "empty": (lambda b: b"", S.TRUNCATED),
     "fixed part cut": (lambda b: b[:FIXED_LEN - 1], S.TRUNCATED),
@@ -311,7 +453,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytes], bytes], SlotImageStatus]] = {
     "header length odd": (_set16(6, 177), S.HEADER_LEN),
     "header length below fixed": (_set16(6, 128), S.HEADER_LEN),
     "header length past buffer": (_set16(6, 0xFFF0), S.TRUNCATED),
-    "header length vs counts": (_set16(6, 192, crc=True), S.HEADER_LEN),
+    "header length vs counts": (_set16(6, 208, crc=True), S.HEADER_LEN),
     "op count vs header length": (_set16(128, 12, crc=True), S.HEADER_LEN),
     "golden count vs header length": (_set16(130, 0xFFFF, crc=True), S.HEADER_LEN),
     "io bytes overflow": (_patch(104, b"\xff" * 8, crc=True), S.HEADER_LEN),
@@ -321,12 +463,23 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytes], bytes], SlotImageStatus]] = {
     "sha256": (_patch(20, b"\0"), S.HEADER_CRC),
     "profile byte": (_patch(68, b"x"), S.HEADER_CRC),
     "arena": (_set32(100, 1), S.HEADER_CRC),
+    "target mean": (_setf(132, 2.0, crc=False), S.HEADER_CRC),
+    "target scale": (_setf(136, 2.0, crc=False), S.HEADER_CRC),
     "op id": (_set16(FIXED_LEN, 3), S.HEADER_CRC),
     "golden byte": (_patch(FIXED_LEN + 6, b"\x99"), S.HEADER_CRC),
-    "padding byte": (_patch(175, b"\x01"), S.HEADER_CRC),
+    "padding byte": (_patch(190, b"\x01"), S.HEADER_CRC),
     "model length zero": (_set32(12, 0, crc=True), S.FIELD),
     "version not NUL-padded": (_patch(52 + 10, b"x", crc=True), S.FIELD),
     "profile not NUL-padded": (_patch(68 + 31, b"x", crc=True), S.FIELD),
+    "target scale zero": (_setf(136, 0.0), S.FIELD),
+    "target scale -0": (_setf(136, -0.0), S.FIELD),
+    "target scale NaN": (_setf(136, math.nan), S.FIELD),
+    "target scale inf": (_setf(136, math.inf), S.FIELD),
+    "target scale -inf": (_setf(136, -math.inf), S.FIELD),
+    "target scale signalling NaN": (_set32(136, 0x7F800001, crc=True), S.FIELD),
+    "target mean NaN": (_setf(132, math.nan), S.FIELD),
+    "target mean inf": (_setf(132, math.inf), S.FIELD),
+    "target mean -inf": (_setf(132, -math.inf), S.FIELD),
     "model cut": (lambda b: b[:-1], S.BODY_LEN),
     "model length past buffer": (_set32(12, 301, crc=True), S.BODY_LEN),
     "model length huge": (_set32(12, 0xFFFFFFFF, crc=True), S.BODY_LEN),
@@ -336,7 +489,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytes], bytes], SlotImageStatus]] = {
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))
 def test_each_corruption_refused_with_the_same_status(clib: ctypes.CDLL, name: str) -> None:
     good = good_image()
-    assert len(good) == 176 + len(MODEL)
+    assert len(good) == 192 + len(MODEL)
     mutate, expected = CORRUPTIONS[name]
     bad = mutate(good)
     status, h, _ = c_parse(clib, bad)
@@ -351,7 +504,8 @@ def test_too_many_ops_refused_by_both(clib: ctypes.CDLL) -> None:
     # The encoder refuses it, so build it by hand: 65 ops, consistent length and CRC.
     good = good_image()
     hlen = -(-(FIXED_LEN + 2 * (MAX_OPS + 1) + 3 * 11) // 16) * 16
-    var = struct.pack(f"<{MAX_OPS + 1}H", *([9] * (MAX_OPS + 1))) + good[FIXED_LEN + 6:175]
+    var = struct.pack(f"<{MAX_OPS + 1}H", *([9] * (MAX_OPS + 1))) + good[
+        FIXED_LEN + 6:FIXED_LEN + 6 + 3 * 11]
     img = bytearray(good[:FIXED_LEN] + var.ljust(hlen - FIXED_LEN, b"\0") + MODEL)
     struct.pack_into("<H", img, 6, hlen)
     struct.pack_into("<H", img, 128, MAX_OPS + 1)
@@ -377,7 +531,7 @@ def test_body_crc_refused_by_both(clib: ctypes.CDLL) -> None:
 
 
 FW = FirmwareLimits(profile="tflm-arduino-2023", ops=frozenset({3, 4, 9, 14, 22, 25, 114}),
-                    arena_bytes=2432, input_bytes=8, output_bytes=3, slot_bytes=176 + 300)
+                    arena_bytes=2432, input_bytes=8, output_bytes=3, slot_bytes=192 + 300)
 REFUSALS: dict[str, tuple[dict[str, Any], SlotImageStatus]] = {
     "fits exactly": ({}, S.OK),
     "profile": ({"profile": "tflm-current"}, S.PROFILE),
@@ -387,7 +541,7 @@ REFUSALS: dict[str, tuple[dict[str, Any], SlotImageStatus]] = {
     "arena": ({"arena_bytes": 2431}, S.ARENA),
     "input": ({"input_bytes": 7}, S.INPUT),
     "output": ({"output_bytes": 2}, S.OUTPUT),
-    "slot": ({"slot_bytes": 475}, S.SLOT_SIZE),
+    "slot": ({"slot_bytes": 491}, S.SLOT_SIZE),
     "first refusal wins": ({"arena_bytes": 0, "input_bytes": 0, "slot_bytes": 0}, S.ARENA),
 }
 

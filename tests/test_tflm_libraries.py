@@ -258,7 +258,7 @@ def test_glue_builds_the_mbed_branch_of_the_runner(sm: ModuleType, tmp_path: Pat
          "GLUE_DEFS=-DARDUINO_ARCH_MBED"],
         capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert ("BANNER tinyship ready proto=1 fw=0.1.0 model=v0001 board=nanorp2040connect "
+    assert ("BANNER tinyship ready proto=2 fw=0.1.0 model=v0001 board=nanorp2040connect "
             "selftest=pass") in proc.stdout
 
 

@@ -29,7 +29,7 @@ from tinyship.device.virtual import Faults, VirtualBoard, _core, parse_faults
 from tinyship.hil.mlperf import MlperfDut
 
 REPO = Path(__file__).resolve().parents[1]
-BANNER_RE = re.compile(rb"tinyship ready proto=1 fw=\S+ model=(\S+) board=(\S+) selftest=(\S+)")
+BANNER_RE = re.compile(rb"tinyship ready proto=2 fw=\S+ model=(\S+) board=(\S+) selftest=(\S+)")
 PING, HELLO, INFER = 0x01, 0x02, 0x03
 ERROR = 0xFF
 TIMEOUT = 3.0
@@ -409,7 +409,7 @@ def test_mlperf_stand_in_reads_what_the_core_prints(
     dut = dut_for(board_factory(boot_delay_s=0.2))
     # The first reply starts with the boot banner (a stray line), as the runner sees it.
     lines = dut.command("name")
-    assert lines[0].startswith("tinyship ready proto=1") and lines[-1] == "m-ready"
+    assert lines[0].startswith("tinyship ready proto=2") and lines[-1] == "m-ready"
     dut.load(x[1].astype(np.int8).tobytes())
     reply = dut.infer(3, 2)
     assert reply.start_us is not None and reply.elapsed_us is not None

@@ -184,7 +184,7 @@ void test_init_banner_and_preconditions() {
   CHECK(r.core != nullptr);
   const Parsed p = parse_output(r.fake.out);
   CHECK(p.frames.empty());
-  CHECK(p.text == "tinyship ready proto=1 fw=0.1.0 model=v0003 board=nano33ble selftest=pass\r\n");
+  CHECK(p.text == "tinyship ready proto=2 fw=0.1.0 model=v0003 board=nano33ble selftest=pass\r\n");
   CHECK(ts_core_size() <= sizeof(CoreMem));
   r.fake.out.clear();
   CHECK_EQ(ts_core_write_banner(r.core), TS_OK);
@@ -325,7 +325,7 @@ void test_hello() {
   CHECK_EQ(p.frames[0].cmd, 0x82);
   const Tlvs t = parse_tlv(p.frames[0].payload);
   CHECK(t.well_formed);
-  CHECK((t.v[TS_TLV_PROTOCOL_VERSION] == std::vector<uint8_t>{1}));
+  CHECK((t.v[TS_TLV_PROTOCOL_VERSION] == std::vector<uint8_t>{TS_PROTOCOL_VERSION}));
   CHECK(s(t.v[TS_TLV_FIRMWARE_VERSION]) == "0.1.0");
   CHECK(s(t.v[TS_TLV_MODEL_VERSION]) == "v0003");
   CHECK_EQ(t.v[TS_TLV_MODEL_SHA256].size(), 64u);
@@ -495,8 +495,13 @@ void test_stats_and_reset() {
 
 void test_unknown_and_reserved_commands() {
   Rig r;
-  const uint8_t cmds[] = {0x00, 0x06, 0x10, 0x1F, 0x20, 0x42, 0x7F, 0x81, 0xFE, 0xFF};
+  const uint8_t cmds[] = {0x00, 0x06, 0x17, 0x1F, 0x20, 0x42, 0x7F, 0x81, 0xFE, 0xFF};
   for (uint8_t c : cmds) check_error(r.request(c, 0x0102, {1, 2}), TS_ERR_UNKNOWN_COMMAND, c, 0x0102);
+  // A board without model slots: the slot commands say so; REBOOT without a reset hook
+  // is not implemented.
+  const uint8_t slot_cmds[] = {0x10, 0x11, 0x12, 0x13, 0x15, 0x16};
+  for (uint8_t c : slot_cmds) check_error(r.request(c, 0x0103, {}), TS_ERR_NO_SLOTS, c, 0x0103);
+  check_error(r.request(TS_CMD_REBOOT, 0x0104, {}), TS_ERR_UNKNOWN_COMMAND, TS_CMD_REBOOT, 0x0104);
   // Doc example: unknown command 0x42 seq 6.
   r.fake.out.clear();
   feed(r.core, make_frame(0x42, 6, {}));
@@ -662,7 +667,7 @@ void test_text_mode() {
   CHECK_CONTAINS(r.text("help\r").text, "info");
   CHECK(r.text("nope\n").text == "error: unknown command 'nope' (try help)\r\n");
   std::string info = r.text("info\n").text;
-  CHECK_CONTAINS(info, "tinyship proto=1 fw=0.1.0 board=nano33ble\r\n");
+  CHECK_CONTAINS(info, "tinyship proto=2 fw=0.1.0 board=nano33ble\r\n");
   CHECK_CONTAINS(info, "model=v0003 profile=tflm-arduino-2023 crc32=0xdeadbeef crc=ok\r\n");
   CHECK_CONTAINS(info, "sha256=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n");
   CHECK_CONTAINS(info, "arena used=1234 size=4096\r\n");
@@ -1036,7 +1041,7 @@ void test_mlperf_timestamps_exclude_transmit_time() {
 void test_input_buffer_build_setting() {
   enum { kImage = 96 * 96 * 3 };  // MLPerf vww01 input, 27,648 bytes
   CHECK(ts_core_size() <= TS_CORE_MEM_BYTES);
-  CHECK(TS_CORE_MEM_BYTES <= 5120u + TS_MAX_INPUT_BYTES + 7u);  // the documented RAM cost
+  CHECK(TS_CORE_MEM_BYTES <= 6144u + TS_MAX_INPUT_BYTES + 7u);  // the documented RAM cost
   static const int32_t shape[4] = {1, 96, 96, 3};
   auto image_model = [](ts_config_t &c, Fake &) {
     c.input_size = kImage;

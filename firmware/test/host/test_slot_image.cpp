@@ -2,8 +2,10 @@
 // garbage headers, and random / mutated bytes that must never crash (make slot-image-test,
 // under ASan/UBSan when available). Every parse gets an exact-size heap copy, so reading
 // one byte past the buffer is an ASan error.
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -37,6 +39,7 @@ struct Spec {
   uint32_t arena = 2432, in_bytes = 8, out_bytes = 2;
   float in_scale = 0.0307913f, out_scale = 0.0233259f;
   int32_t in_zero = -50, out_zero = 60;
+  float target_mean = 23.456789f, target_scale = -7.891f;  // regression target units
   std::vector<uint16_t> ops = {9, 22, 25};
   uint16_t n_golden = 2;
 };
@@ -74,6 +77,8 @@ Bytes build(const Spec& s) {
   put32(b, 116, static_cast<uint32_t>(s.in_zero));
   putf(b, 120, s.out_scale);
   put32(b, 124, static_cast<uint32_t>(s.out_zero));
+  putf(b, 132, s.target_mean);
+  putf(b, 136, s.target_scale);
   put16(b, 128, static_cast<uint32_t>(s.ops.size()));
   put16(b, 130, s.n_golden);
   size_t p = TS_SLOT_IMAGE_FIXED_LEN;
@@ -137,13 +142,15 @@ void test_fields() {
   CHECK(h.arena_bytes == 2432 && h.input_bytes == 8 && h.output_bytes == 2);
   CHECK(h.input_scale == 0.0307913f && h.output_scale == 0.0233259f);
   CHECK(h.input_zero_point == -50 && h.output_zero_point == 60);
+  CHECK(h.target_mean == 23.456789f && h.target_scale == -7.891f);
   CHECK(h.n_ops == 3 && h.ops[0] == 9 && h.ops[1] == 22 && h.ops[2] == 25);
   CHECK(h.n_golden == 2);
   CHECK(h.golden == b.data() + TS_SLOT_IMAGE_FIXED_LEN + 6);
   CHECK(h.golden[0] == 1 && h.golden[19] == static_cast<uint8_t>(19 * 7 + 1));
   CHECK(h.body == b.data() + 176);
-  CHECK(h.header_crc32 == static_cast<uint32_t>(b[132] | (b[133] << 8) | (b[134] << 16) |
-                                                (static_cast<uint32_t>(b[135]) << 24)));
+  CHECK(TS_SLOT_IMAGE_FIXED_LEN == 144u && TS_SLOT_IMAGE_CRC_OFFSET == 140u);
+  CHECK(h.header_crc32 == static_cast<uint32_t>(b[140] | (b[141] << 8) | (b[142] << 16) |
+                                                (static_cast<uint32_t>(b[143]) << 24)));
   CHECK(ts_slot_image_verify_body(&h) == TS_IMG_OK);
   // Body 16-byte aligned when the buffer is (flash sector start).
   CHECK(h.header_len % TS_SLOT_IMAGE_ALIGN == 0u);
@@ -164,6 +171,8 @@ void test_fields() {
   t.sequence = 0xFFFFFFFFu;
   t.in_zero = INT32_MIN;
   t.out_zero = INT32_MAX;
+  t.target_mean = -std::numeric_limits<float>::max();  // finite extremes are fine
+  t.target_scale = std::numeric_limits<float>::denorm_min();
   t.model = Bytes(1, 0x5A);
   const Bytes c = build(t);
   CHECK(ts_slot_image_parse(c.data(), c.size(), &h) == TS_IMG_OK);
@@ -171,6 +180,16 @@ void test_fields() {
   CHECK(std::strcmp(h.profile, "p0123456789012345678901234567890") == 0);
   CHECK(h.header_len == 144 && h.n_ops == 0 && h.n_golden == 0 && h.model_len == 1);
   CHECK(h.sequence == 0xFFFFFFFFu && h.input_zero_point == INT32_MIN && h.output_zero_point == INT32_MAX);
+  CHECK(h.target_mean == -std::numeric_limits<float>::max() &&
+        h.target_scale == std::numeric_limits<float>::denorm_min());
+  // Identity target units (a classifier, or a manifest from before they existed).
+  t = default_spec();
+  t.target_mean = 0.0f;
+  t.target_scale = 1.0f;
+  const Bytes e = build(t);
+  CHECK(ts_slot_image_parse(e.data(), e.size(), &h) == TS_IMG_OK);
+  CHECK(h.target_mean == 0.0f && h.target_scale == 1.0f);
+  t = default_spec();
   // The maximum operator count.
   t.ops.assign(TS_SLOT_MAX_OPS, 3);
   CHECK(parse(build(t)) == TS_IMG_OK);
@@ -222,7 +241,7 @@ void test_parse_refusals() {
   fix_crc(b);
   CHECK(parse(b) == TS_IMG_ERR_HEADER_LEN);  // the counts need 176
   b = good;
-  put16(b, 128, 12);  // 12 ops: 136 + 24 + 20 = 180 -> 192 != 176
+  put16(b, 128, 12);  // 12 ops: 144 + 24 + 20 = 188 -> 192 != 176
   fix_crc(b);
   CHECK(parse(b) == TS_IMG_ERR_HEADER_LEN);
   b = good;
@@ -256,6 +275,31 @@ void test_parse_refusals() {
   CHECK(parse(b) == TS_IMG_ERR_FIELD);
   b = good;
   b[68 + 31] = 'x';  // a byte after the profile's NUL
+  fix_crc(b);
+  CHECK(parse(b) == TS_IMG_ERR_FIELD);
+  // Target units: the core's rule (finite mean; finite, non-zero scale), refused by parse
+  // and parse_header alike; the header is zeroed.
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float bad_scales[] = {0.0f, -0.0f, nan, -nan, inf, -inf};
+  for (float v : bad_scales) {
+    Spec u = default_spec();
+    u.target_scale = v;
+    b = build(u);
+    CHECK(parse(b, b.size(), &h) == TS_IMG_ERR_FIELD && zeroed(h));
+    CHECK(parse(b, 176, &h, true) == TS_IMG_ERR_FIELD && zeroed(h));
+  }
+  const float bad_means[] = {nan, inf, -inf};
+  for (float v : bad_means) {
+    Spec u = default_spec();
+    u.target_mean = v;
+    b = build(u);
+    CHECK(parse(b) == TS_IMG_ERR_FIELD);
+    CHECK(parse(b, 176, &h, true) == TS_IMG_ERR_FIELD);
+  }
+  b = good;  // a signalling NaN bit pattern, and the CRC still checked first
+  put32(b, 136, 0x7F800001u);
+  CHECK(parse(b) == TS_IMG_ERR_HEADER_CRC);
   fix_crc(b);
   CHECK(parse(b) == TS_IMG_ERR_FIELD);
 

@@ -14,6 +14,7 @@ caller knows which, and wraps it into `ModelError` or `DeviceError` with the rig
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -23,15 +24,19 @@ from typing import Any
 
 MAGIC = b"TSMH"
 FORMAT_VERSION = 1
-FIXED_LEN = 136
-CRC_OFFSET = 132
+FIXED_LEN = 144
+CRC_OFFSET = 140
 ALIGN = 16
 VERSION_LEN = 16
 PROFILE_LEN = 32
 MAX_OPS = 64
+MAX_HEADER_LEN = 0xFFF0  # the largest multiple of ALIGN a u16 header length holds
+#: The largest header a `SLOT_BEGIN` frame carries: the whole header goes in one payload
+#: (firmware/PROTOCOL.md), so an image to install holds only the golden vectors that fit.
+BEGIN_HEADER_MAX = 1024
 
-#: The fixed part before the header CRC (offsets 0..131), little-endian.
-_FIXED = struct.Struct("<4sHHIII32s16s32sIIIfifiHH")
+#: The fixed part before the header CRC (offsets 0..139), little-endian.
+_FIXED = struct.Struct("<4sHHIII32s16s32sIIIfifiHHff")
 assert _FIXED.size == CRC_OFFSET
 
 #: Operator ids: TFLite `BuiltinOperator` numbers (schema.fbs), stable across TFLite
@@ -119,6 +124,8 @@ class SlotHeader:
     input_zero_point: int
     output_scale: float
     output_zero_point: int
+    target_mean: float
+    target_scale: float
     ops: tuple[int, ...]
     golden_inputs: tuple[bytes, ...]
     golden_outputs: tuple[bytes, ...]
@@ -144,6 +151,29 @@ def header_len_for(n_ops: int, n_golden: int, input_bytes: int, output_bytes: in
     return -(-raw // ALIGN) * ALIGN
 
 
+def max_golden_for(n_ops: int, input_bytes: int, output_bytes: int, *,
+                   limit: int = BEGIN_HEADER_MAX) -> int:
+    """The most golden vectors a header with these sizes holds while its whole length
+    (`header_len_for`, padding included) stays at most `limit` bytes; at most 65535.
+    SlotImageError (HEADER_LEN) when not even a header without golden vectors fits."""
+    # align16(raw) <= limit  <=>  raw <= limit rounded down to 16.
+    room = min(limit, MAX_HEADER_LEN) // ALIGN * ALIGN - FIXED_LEN - 2 * n_ops
+    if room < 0:
+        raise SlotImageError(f"a header with {n_ops} operators does not fit in {limit} bytes",
+                             SlotImageStatus.HEADER_LEN)
+    per = input_bytes + output_bytes
+    return 0xFFFF if per == 0 else min(0xFFFF, room // per)
+
+
+def max_golden_for_begin(manifest: Mapping[str, Any], *,
+                         limit: int = BEGIN_HEADER_MAX) -> int:
+    """`max_golden_for` the model of a registry manifest: how many golden vectors an image
+    can carry so its header fits one `SLOT_BEGIN` payload (pass it to `build_slot_image`
+    as `max_golden`). SlotImageError when the manifest does not describe a model."""
+    f = _model_fields(manifest)
+    return max_golden_for(len(f.ops), f.in_bytes, f.out_bytes, limit=limit)
+
+
 def _tensor_bytes(t: object, what: str) -> int:
     if not isinstance(t, Mapping):
         raise SlotImageError(f"manifest model.{what} is not an object")
@@ -164,6 +194,14 @@ def _str_field(value: str, size: int, what: str) -> bytes:
     return raw.ljust(size, b"\0")
 
 
+def _f32(x: float) -> float:
+    """`x` rounded to float32, as the header stores it (inf when out of its range)."""
+    try:
+        return float(struct.unpack("<f", struct.pack("<f", x))[0])
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
 def op_ids(names: Sequence[str]) -> list[int]:
     """Operator names (manifest `model.ops`) to ids; SlotImageError names unknown ones."""
     unknown = [n for n in names if n not in OP_IDS]
@@ -174,6 +212,53 @@ def op_ids(names: Sequence[str]) -> list[int]:
     return [OP_IDS[n] for n in names]
 
 
+@dataclass(frozen=True)
+class _ModelFields:
+    """The header fields a registry manifest gives (see `build_slot_image`)."""
+
+    sha256: bytes
+    crc32: int
+    size: int
+    in_bytes: int
+    out_bytes: int
+    in_scale: float
+    in_zero: int
+    out_scale: float
+    out_zero: int
+    target_mean: float
+    target_scale: float
+    ops: list[int]
+    arena: int
+    version: bytes
+    profile: bytes
+
+
+def _model_fields(manifest: Mapping[str, Any]) -> _ModelFields:
+    m = manifest.get("model")
+    if not isinstance(m, Mapping):
+        raise SlotImageError("manifest has no 'model' object")
+    try:
+        inp, out = m["input"], m["output"]
+        in_bytes, out_bytes = _tensor_bytes(inp, "input"), _tensor_bytes(out, "output")
+        return _ModelFields(
+            sha256=bytes.fromhex(str(m["sha256"])), crc32=int(m["crc32"]),
+            size=int(m["bytes"]), in_bytes=in_bytes, out_bytes=out_bytes,
+            in_scale=float(inp["scale"]), in_zero=int(inp["zero_point"]),
+            out_scale=float(out["scale"]), out_zero=int(out["zero_point"]),
+            # Regression target units; absent in older manifests: identity.
+            target_mean=float(out.get("target_mean", 0.0)),
+            target_scale=float(out.get("target_scale", 1.0)),
+            ops=op_ids(list(m["ops"])), arena=int(m["arena_bytes"]),
+            version=_str_field(str(manifest["version"]), VERSION_LEN, "model version"),
+            profile=_str_field(str(manifest["profile"]), PROFILE_LEN, "profile"))
+    except SlotImageError:
+        raise
+    except KeyError as e:
+        raise SlotImageError(f"manifest lacks {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise SlotImageError(f"manifest model fields are malformed: {e}") from None
+
+
 def build_slot_image(
     model: bytes,
     manifest: Mapping[str, Any],
@@ -181,58 +266,57 @@ def build_slot_image(
     *,
     golden_inputs: Sequence[bytes] = (),
     golden_outputs: Sequence[bytes] = (),
+    max_golden: int | None = None,
 ) -> bytes:
     """Header + `model`, with fields from a registry manifest. The model's SHA-256, CRC-32
     and length must match the manifest's (SlotImageError otherwise), so a slot never
     carries a model its manifest does not describe. Golden vectors are optional pairs of
-    raw input / output tensors (input_bytes / output_bytes each)."""
-    m = manifest.get("model")
-    if not isinstance(m, Mapping):
-        raise SlotImageError("manifest has no 'model' object")
-    try:
-        sha = bytes.fromhex(str(m["sha256"]))
-        crc, size = int(m["crc32"]), int(m["bytes"])
-        inp, out = m["input"], m["output"]
-        in_bytes, out_bytes = _tensor_bytes(inp, "input"), _tensor_bytes(out, "output")
-        in_scale, in_zero = float(inp["scale"]), int(inp["zero_point"])
-        out_scale, out_zero = float(out["scale"]), int(out["zero_point"])
-        ops = op_ids(list(m["ops"]))
-        arena = int(m["arena_bytes"])
-        version_b = _str_field(str(manifest["version"]), VERSION_LEN, "model version")
-        profile_b = _str_field(str(manifest["profile"]), PROFILE_LEN, "profile")
-    except SlotImageError:
-        raise
-    except KeyError as e:
-        raise SlotImageError(f"manifest lacks {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
-        raise SlotImageError(f"manifest model fields are malformed: {e}") from None
-    if hashlib.sha256(model).digest() != sha:
+    raw input / output tensors (input_bytes / output_bytes each); with `max_golden`, only
+    the first `max_golden` pairs go into the header (`max_golden_for_begin` gives the
+    count whose header fits a `SLOT_BEGIN` frame). `model.output.target_mean` /
+    `target_scale` default to 0.0 / 1.0 and must be finite (the scale non-zero) as
+    float32, as the firmware requires (status FIELD)."""
+    f = _model_fields(manifest)
+    if hashlib.sha256(model).digest() != f.sha256:
         raise SlotImageError("model bytes do not match manifest model.sha256")
-    if zlib.crc32(model) != crc or len(model) != size:
+    if zlib.crc32(model) != f.crc32 or len(model) != f.size:
         raise SlotImageError("model bytes do not match manifest model.crc32 / model.bytes")
     if not model:
         raise SlotImageError("empty model", SlotImageStatus.FIELD)
-    if len(ops) > MAX_OPS:
-        raise SlotImageError(f"{len(ops)} operators; a slot image holds at most {MAX_OPS}",
+    if len(f.ops) > MAX_OPS:
+        raise SlotImageError(f"{len(f.ops)} operators; a slot image holds at most {MAX_OPS}",
                              SlotImageStatus.FIELD)
-    if len(golden_inputs) != len(golden_outputs) or len(golden_inputs) > 0xFFFF:
-        raise SlotImageError("golden inputs and outputs must pair up (at most 65535)")
-    if any(len(g) != in_bytes for g in golden_inputs) or any(
-            len(g) != out_bytes for g in golden_outputs):
-        raise SlotImageError(f"golden vectors must be {in_bytes} input / {out_bytes} "
+    t_mean, t_scale = _f32(f.target_mean), _f32(f.target_scale)
+    if not math.isfinite(t_mean) or not math.isfinite(t_scale) or t_scale == 0.0:
+        raise SlotImageError(
+            f"manifest model.output target_mean {f.target_mean!r} / target_scale "
+            f"{f.target_scale!r}: both must be finite float32 values and the scale non-zero",
+            SlotImageStatus.FIELD)
+    if len(golden_inputs) != len(golden_outputs):
+        raise SlotImageError("golden inputs and outputs must pair up")
+    if any(len(g) != f.in_bytes for g in golden_inputs) or any(
+            len(g) != f.out_bytes for g in golden_outputs):
+        raise SlotImageError(f"golden vectors must be {f.in_bytes} input / {f.out_bytes} "
                              "output bytes each")
-    hlen = header_len_for(len(ops), len(golden_inputs), in_bytes, out_bytes)
+    if max_golden is not None and max_golden < 0:
+        raise SlotImageError(f"max_golden {max_golden} is negative")
+    n_golden = len(golden_inputs) if max_golden is None else min(max_golden,
+                                                                 len(golden_inputs))
+    if n_golden > 0xFFFF:
+        raise SlotImageError(f"{n_golden} golden vectors; a slot image holds at most 65535")
+    gin, gout = golden_inputs[:n_golden], golden_outputs[:n_golden]
+    hlen = header_len_for(len(f.ops), n_golden, f.in_bytes, f.out_bytes)
     if hlen > 0xFFFF:
         raise SlotImageError(f"header of {hlen} bytes exceeds 65535 (fewer golden vectors)",
                              SlotImageStatus.HEADER_LEN)
     try:
-        fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, hlen, sequence, len(model), crc, sha,
-                            version_b, profile_b, arena, in_bytes, out_bytes, in_scale,
-                            in_zero, out_scale, out_zero, len(ops), len(golden_inputs))
-    except struct.error as e:  # a value outside its field's u32 / i32 / f32 range
+        fixed = _FIXED.pack(MAGIC, FORMAT_VERSION, hlen, sequence, len(model), f.crc32,
+                            f.sha256, f.version, f.profile, f.arena, f.in_bytes, f.out_bytes,
+                            f.in_scale, f.in_zero, f.out_scale, f.out_zero, len(f.ops),
+                            n_golden, t_mean, t_scale)
+    except (struct.error, OverflowError) as e:  # outside its field's u32 / i32 / f32 range
         raise SlotImageError(f"a header field is out of range: {e}") from None
-    var = struct.pack(f"<{len(ops)}H", *ops) + b"".join(golden_inputs) + b"".join(
-        golden_outputs)
+    var = struct.pack(f"<{len(f.ops)}H", *f.ops) + b"".join(gin) + b"".join(gout)
     var = var.ljust(hlen - FIXED_LEN, b"\0")
     hcrc = zlib.crc32(var, zlib.crc32(fixed))
     return fixed + struct.pack("<I", hcrc) + var + model
@@ -255,7 +339,7 @@ def parse_slot_image(data: bytes, *, header_only: bool = False) -> SlotHeader:
                   f"{FIXED_LEN}-byte fixed header")
     f = _FIXED.unpack_from(data)
     (magic, version, hlen, seq, model_len, model_crc, sha, ver_b, prof_b, arena, in_b, out_b,
-     in_scale, in_zero, out_scale, out_zero, n_ops, n_golden) = f
+     in_scale, in_zero, out_scale, out_zero, n_ops, n_golden, t_mean, t_scale) = f
     if magic != MAGIC:
         raise bad(SlotImageStatus.MAGIC, f"bad magic {magic!r}, expected {MAGIC!r}")
     if version != FORMAT_VERSION:
@@ -275,9 +359,10 @@ def parse_slot_image(data: bytes, *, header_only: bool = False) -> SlotHeader:
         raise bad(SlotImageStatus.HEADER_LEN, f"header length {hlen} does not match "
                   f"{n_ops} operators and {n_golden} golden vectors")
     model_version, profile = _str(ver_b), _str(prof_b)
-    if model_len == 0 or n_ops > MAX_OPS or model_version is None or profile is None:
+    if (model_len == 0 or n_ops > MAX_OPS or model_version is None or profile is None
+            or not math.isfinite(t_mean) or not math.isfinite(t_scale) or t_scale == 0.0):
         raise bad(SlotImageStatus.FIELD, "header field out of range (model length, "
-                  "operator count or a string)")
+                  "operator count, a string or target units)")
     body = b""
     if not header_only:
         if model_len > len(data) - hlen:
@@ -294,8 +379,8 @@ def parse_slot_image(data: bytes, *, header_only: bool = False) -> SlotHeader:
         model_crc32=model_crc, sha256=sha, model_version=model_version, profile=profile,
         arena_bytes=arena, input_bytes=in_b, output_bytes=out_b, input_scale=in_scale,
         input_zero_point=in_zero, output_scale=out_scale, output_zero_point=out_zero,
-        ops=tuple(ops), golden_inputs=gin, golden_outputs=gout, header_crc32=hcrc,
-        body=body)
+        target_mean=t_mean, target_scale=t_scale, ops=tuple(ops), golden_inputs=gin,
+        golden_outputs=gout, header_crc32=hcrc, body=body)
 
 
 def verify_body(h: SlotHeader) -> None:

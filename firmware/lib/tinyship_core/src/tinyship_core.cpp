@@ -167,6 +167,7 @@ ts_status_t ts_core_init(void *mem, size_t mem_len, const ts_config_t *config,
       (f.golden_count != 0 && (f.golden_inputs == nullptr || f.golden_outputs == nullptr))) {
     return TS_ERR_INVALID_ARGUMENT;
   }
+  if (!slots_config_ok(f, p)) return TS_ERR_INVALID_ARGUMENT;
   // A zero target_scale (a config that never set it) would print every result as the mean.
   if (!std::isfinite(f.target_mean) || !std::isfinite(f.target_scale) || f.target_scale == 0.0f) {
     return TS_ERR_INVALID_ARGUMENT;
@@ -201,7 +202,7 @@ ts_status_t ts_core_init(void *mem, size_t mem_len, const ts_config_t *config,
     c->boot_count_known = true;
   }
 
-  run_self_test(c);
+  boot_model(c);  // which model runs (factory or a slot), its health check, self-test
   c->magic = kMagic;
 
   write_banner(c);

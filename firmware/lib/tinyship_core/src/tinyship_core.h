@@ -9,7 +9,7 @@
  *
  * Every function returns ts_status_t (or a plain value documented as such),
  * checks its preconditions and never writes outside caller-owned buffers.
- * The wire protocol is specified in firmware/PROTOCOL.md (protocol version 1);
+ * The wire protocol is specified in firmware/PROTOCOL.md (protocol version 2);
  * tests/test_firmware.py checks that every code below is documented there.
  */
 #ifndef TINYSHIP_CORE_H
@@ -26,7 +26,9 @@ extern "C" {
 /* Protocol constants                                                  */
 /* ------------------------------------------------------------------ */
 
-#define TS_PROTOCOL_VERSION 1u
+/* 2: model slots (commands 0x10-0x16, INFO tags 0x1F-0x21, status codes 16-27).
+ * Hosts of version 1 keep working: no version-1 command or tag changed. */
+#define TS_PROTOCOL_VERSION 2u
 /* Largest payload of one packet, both directions. Sized for a batch of
  * small tabular vectors and for MCUs with 32 KB of RAM (the core keeps one
  * receive and one transmit packet). */
@@ -74,6 +76,13 @@ extern "C" {
   X(TS_CMD_INFER, 0x03, "infer")                                      \
   X(TS_CMD_STATS, 0x04, "stats")                                      \
   X(TS_CMD_RESET_STATS, 0x05, "reset_stats")                          \
+  X(TS_CMD_SLOT_INFO, 0x10, "slot_info")                              \
+  X(TS_CMD_SLOT_BEGIN, 0x11, "slot_begin")                            \
+  X(TS_CMD_SLOT_WRITE, 0x12, "slot_write")                            \
+  X(TS_CMD_SLOT_END, 0x13, "slot_end")                                \
+  X(TS_CMD_REBOOT, 0x14, "reboot")                                    \
+  X(TS_CMD_SLOT_CONFIRM, 0x15, "slot_confirm")                        \
+  X(TS_CMD_SLOT_REVERT, 0x16, "slot_revert")                          \
   X(TS_CMD_ERROR, 0xFF, "error")
 
 #define TS_X_ENUM(name, code, text) name = code,
@@ -100,12 +109,25 @@ typedef enum ts_command { TS_COMMAND_LIST(TS_X_ENUM) } ts_command_t;
   X(TS_ERR_INVALID_ARGUMENT, 12, "invalid argument")                  \
   X(TS_ERR_BUFFER_TOO_SMALL, 13, "buffer too small")                  \
   X(TS_ERR_IO, 14, "write failed")                                    \
-  X(TS_ERR_STORAGE, 15, "storage failed")
+  X(TS_ERR_STORAGE, 15, "storage failed")                             \
+  X(TS_ERR_NO_SLOTS, 16, "no model slots")                            \
+  X(TS_ERR_SLOT_HEADER, 17, "bad slot image header")                  \
+  X(TS_ERR_SLOT_PROFILE, 18, "profile differs from firmware")         \
+  X(TS_ERR_SLOT_OP, 19, "operator not in firmware")                   \
+  X(TS_ERR_SLOT_ARENA, 20, "arena need above firmware arena")         \
+  X(TS_ERR_SLOT_SHAPE, 21, "input/output above firmware buffers")     \
+  X(TS_ERR_SLOT_SIZE, 22, "image larger than a slot")                 \
+  X(TS_ERR_SLOT_SEQUENCE, 23, "sequence not newer than slots")        \
+  X(TS_ERR_SLOT_ORDER, 24, "chunk out of order")                      \
+  X(TS_ERR_SLOT_RANGE, 25, "write past the image end")                \
+  X(TS_ERR_SLOT_VERIFY, 26, "slot verify failed")                     \
+  X(TS_ERR_SLOT_STATE, 27, "not allowed in this slot state")          \
+  X(TS_ERR_FLASH, 28, "flash operation failed")
 
 typedef enum ts_status { TS_STATUS_LIST(TS_X_ENUM) TS_STATUS_COUNT_ } ts_status_t;
 #undef TS_X_ENUM
 /* Number of status codes (size of the STATS error-counter array). */
-#define TS_STATUS_COUNT 16u
+#define TS_STATUS_COUNT 29u
 
 /* ------------------------------------------------------------------ */
 /* HELLO / INFO TLV tags: tag:u8, len:u8, value[len] (little endian).  */
@@ -141,7 +163,10 @@ typedef enum ts_status { TS_STATUS_LIST(TS_X_ENUM) TS_STATUS_COUNT_ } ts_status_
   X(TS_TLV_OUTPUT_SIZE, 0x1B, "u32")                                  \
   X(TS_TLV_TARGET_MEAN, 0x1C, "f32")                                  \
   X(TS_TLV_TARGET_SCALE, 0x1D, "f32")                                  \
-  X(TS_TLV_LINK, 0x1E, "link")
+  X(TS_TLV_LINK, 0x1E, "link")                                        \
+  X(TS_TLV_DEVICE_ID, 0x1F, "bytes")                                  \
+  X(TS_TLV_RUNNING, 0x20, "running")                                  \
+  X(TS_TLV_SLOT_CAPACITY, 0x21, "u32")
 
 #define TS_X_ENUM(name, code, text) name = code,
 typedef enum ts_tlv_tag { TS_TLV_LIST(TS_X_ENUM) } ts_tlv_tag_t;
@@ -198,6 +223,34 @@ typedef struct ts_link {
   uint32_t rx_window;
 } ts_link_t;
 
+/* Which model runs (first byte of TS_TLV_RUNNING): the factory model compiled into
+ * the firmware, or the model of slot A or B. Same numbers as ts_boot_source. */
+typedef enum ts_running_source {
+  TS_RUNNING_FACTORY = 0,
+  TS_RUNNING_SLOT_A = 1,
+  TS_RUNNING_SLOT_B = 2
+} ts_running_source_t;
+
+/* In what state (second byte of TS_TLV_RUNNING). Same numbers as ts_boot_mode. */
+typedef enum ts_running_mode {
+  TS_RUNNING_CONFIRMED = 0, /* confirmed slot, or the factory model */
+  TS_RUNNING_TRIAL = 1      /* a new slot's first run: confirm it or it is reverted */
+} ts_running_mode_t;
+
+/* Longest hardware-unique device id (TS_TLV_DEVICE_ID), bytes. */
+#define TS_MAX_DEVICE_ID 16u
+
+/* Tensor shapes of a model the platform loaded (ts_platform_t.load_model). */
+typedef struct ts_model_io {
+  int32_t input_shape[8];
+  int32_t output_shape[8];
+  uint32_t input_rank;  /* 1..8 */
+  uint32_t output_rank; /* 1..8 */
+  uint32_t arena_used;  /* bytes the interpreter allocated (0 if unknown) */
+} ts_model_io_t;
+
+struct ts_flash; /* ts_flash.h */
+
 /* Storage keys used by the core when storage callbacks are provided. */
 #define TS_STORAGE_KEY_BOOT_COUNT 1u
 
@@ -223,6 +276,14 @@ typedef struct ts_platform {
    * The core calls it before it reads an MLPerf timestamp, so transmit time is never
    * timed. TS_OK or TS_ERR_IO. */
   ts_status_t (*flush)(void *user);
+  /* Optional, required with model slots (ts_config_t.flash). Make `infer` run the
+   * model at `model` (len bytes, 16-byte aligned; in memory-mapped flash for a slot
+   * model, run in place) and report its shapes in *io. The health check of a trial:
+   * TS_ERR_MODEL_INVALID when the model does not load (AllocateTensors failed). */
+  ts_status_t (*load_model)(void *user, const uint8_t *model, size_t len, ts_model_io_t *io);
+  /* Optional. Reset the board (REBOOT, SLOT_REVERT); the core has replied and flushed.
+   * On a board it does not return; a host emulation returns and reboots later. */
+  void (*reset)(void *user);
 } ts_platform_t;
 
 typedef struct ts_config {
@@ -265,6 +326,22 @@ typedef struct ts_config {
    * test script by it (ad01, ic01, kws01, vww01). 1..64 characters from
    * [A-Za-z0-9_.-]; NULL means TS_MLPERF_MODEL_DEFAULT. */
   const char *mlperf_model;
+  /* Hardware-unique device id (nRF52 FICR DEVICEID, RP2040 flash unique id, ESP32
+   * efuse MAC), reported in INFO (TS_TLV_DEVICE_ID); NULL/0: omitted. <= 16 bytes. */
+  const uint8_t *device_id;
+  uint32_t device_id_len;
+  /* Model slots (ts_flash.h; firmware/SLOTS.md). NULL: none, the factory model only,
+   * slot commands answer TS_ERR_NO_SLOTS. With slots, platform.load_model is required
+   * and the core chooses at init which model runs: a slot's (trial or confirmed) or
+   * the factory model (factory_model below), whose metadata is the rest of this
+   * config. */
+  const struct ts_flash *flash;
+  const uint8_t *factory_model; /* the compiled-in model (16-byte aligned) */
+  uint32_t factory_model_len;
+  /* Operator ids (TFLite BuiltinOperator numbers) the op resolver registers: a slot
+   * image needing another is refused before anything is erased. */
+  const uint16_t *ops;
+  uint32_t n_ops;
 } ts_config_t;
 
 typedef struct ts_self_test {
@@ -293,10 +370,10 @@ typedef struct ts_core ts_core_t;
 /* Bytes of memory one core instance needs (alignment: 8 bytes). */
 size_t ts_core_size(void);
 /* Compile-time upper bound of ts_core_size() on every target, for static
- * buffers (checked by a static_assert in the core): 5,120 bytes of frame,
- * line and output buffers plus the MLPerf input buffer, rounded up to 8.
- * 6,144 bytes with the default TS_MAX_INPUT_BYTES, 32,768 with 27,648. */
-#define TS_CORE_MEM_BYTES ((5120u + TS_MAX_INPUT_BYTES + 7u) & ~7u)
+ * buffers (checked by a static_assert in the core): 6,144 bytes of frame, line,
+ * output and model-slot buffers plus the MLPerf input buffer, rounded up to 8.
+ * 7,168 bytes with the default TS_MAX_INPUT_BYTES, 33,792 with 27,648. */
+#define TS_CORE_MEM_BYTES ((6144u + TS_MAX_INPUT_BYTES + 7u) & ~7u)
 
 /* Initialise a core in `mem` (mem_len >= ts_core_size(), 8-byte aligned).
  * Copies *config and *platform (strings and arrays are referenced, they must
@@ -315,6 +392,8 @@ ts_status_t ts_core_get_self_test(const ts_core_t *core, ts_self_test_t *out);
 /* Write the boot banner line again (e.g. when a USB serial port is opened
  * after boot and the first banner was lost). */
 ts_status_t ts_core_write_banner(ts_core_t *core);
+/* Which model runs and in what state (TS_TLV_RUNNING). */
+ts_status_t ts_core_get_running(const ts_core_t *core, uint32_t *source, uint32_t *mode);
 /* Update the arena bytes used (known only after the runner allocated). */
 ts_status_t ts_core_set_arena_used(ts_core_t *core, uint32_t arena_used);
 /* Report the serial link in INFO (TS_TLV_LINK; omitted until this is called, or

@@ -101,6 +101,12 @@ void handle_hello(ts_core *c, const Packet &req) {
     put_le32(ln + 5, c->link.rx_window);
     t.put(TS_TLV_LINK, ln, sizeof(ln));
   }
+  if (f.device_id_len != 0u) t.put(TS_TLV_DEVICE_ID, f.device_id, f.device_id_len);
+  if (c->slots_on) {
+    const uint8_t run[2] = {c->running_source, c->running_mode};
+    t.put(TS_TLV_RUNNING, run, sizeof(run));
+    t.u32(TS_TLV_SLOT_CAPACITY, c->limits.slot_bytes);
+  }
   if (!t.ok) {  // cannot happen with the string limits enforced at init
     send_error(c, TS_ERR_BUFFER_TOO_SMALL, req.cmd, req.seq);
     return;
@@ -192,7 +198,7 @@ void dispatch_packet(ts_core *c, const Packet &req) {
       send_packet(c, static_cast<uint8_t>(req.cmd | TS_RESPONSE_FLAG), req.seq, 0);
       break;
     default:
-      send_error(c, TS_ERR_UNKNOWN_COMMAND, req.cmd, req.seq);
+      if (!dispatch_slot_command(c, req)) send_error(c, TS_ERR_UNKNOWN_COMMAND, req.cmd, req.seq);
       break;
   }
 }

@@ -24,6 +24,8 @@
 #define TINYSHIP_CORE_INTERNAL_H
 
 #include "tinyship_core.h"
+#include "ts_flash.h"
+#include "ts_slot_store.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -179,6 +181,25 @@ struct ts_core {
   int8_t db[TS_MAX_INPUT_BYTES];
   int8_t last_out[TS_MAX_PAYLOAD];
 
+  // model slots (tinyship_core_slots.cpp); slots_on when cfg.flash is set
+  bool slots_on;
+  uint8_t running_source;  // ts_running_source_t
+  uint8_t running_mode;    // ts_running_mode_t
+  ts_config_t factory_cfg; // the config as given: the factory model
+  ts_slot_limits_t limits; // what a slot image may need of this firmware
+  ts_slot_record rec;      // scratch: one slot read from flash
+  char run_version[TS_SLOT_VERSION_LEN + 1u];  // the running slot's strings and shapes
+  char run_sha[2u * TS_SLOT_SHA256_LEN + 1u];
+  int32_t run_in_shape[8];
+  int32_t run_out_shape[8];
+  // an install in progress (SLOT_BEGIN .. SLOT_END)
+  bool inst_active;
+  uint8_t inst_slot;
+  uint32_t inst_len;
+  uint32_t inst_next;
+  uint32_t inst_header_crc;
+  uint32_t inst_seq;
+
   // buffered output
   size_t out_len;
   uint8_t out[ts_internal::kOutBuf];
@@ -227,6 +248,11 @@ void end_line(ts_core *c, bool mlperf);
 
 // tinyship_core_mlperf.cpp: one MLPerf command line (without its '%').
 void mlperf_command(ts_core *c, char *line);
+
+// model slots (tinyship_core_slots.cpp)
+bool slots_config_ok(const ts_config_t &f, const ts_platform_t &p);
+void boot_model(ts_core *c);
+bool dispatch_slot_command(ts_core *c, const Packet &req);
 
 }  // namespace ts_internal
 

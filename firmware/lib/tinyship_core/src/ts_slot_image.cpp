@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include <cmath>
+
 #include "tinyship_core.h"  // ts_crc32
 
 extern "C" const uint8_t ts_slot_image_magic[TS_SLOT_IMAGE_MAGIC_LEN] = {'T', 'S', 'M', 'H'};
@@ -15,7 +17,7 @@ constexpr size_t kOffVersion = 4, kOffHeaderLen = 6, kOffSequence = 8, kOffModel
                  kOffModelCrc = 16, kOffSha = 20, kOffModelVersion = 52, kOffProfile = 68,
                  kOffArena = 100, kOffInput = 104, kOffOutput = 108, kOffInScale = 112,
                  kOffInZero = 116, kOffOutScale = 120, kOffOutZero = 124, kOffNOps = 128,
-                 kOffNGolden = 130;
+                 kOffNGolden = 130, kOffTargetMean = 132, kOffTargetScale = 136;
 
 uint16_t le16(const uint8_t *p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 uint32_t le32(const uint8_t *p) {
@@ -65,7 +67,7 @@ const char *const kMessages[TS_IMG_STATUS_COUNT] = {
     "unsupported slot image format version",
     "bad header length: not a multiple of 16 or not what its fields need",
     "header CRC-32 mismatch",
-    "header field out of range (model length, operator count or a string)",
+    "header field out of range (model length, operator count, a string or target units)",
     "model runs past the end of the image",
     "model CRC-32 mismatch",
     "profile differs from the firmware's target-runtime profile",
@@ -93,7 +95,7 @@ ts_slot_image_status ts_slot_image_parse_header(const uint8_t *buf, size_t len,
     return TS_IMG_ERR_HEADER_LEN;
   }
   if (hlen > len) return TS_IMG_ERR_TRUNCATED;
-  // CRC-32 over the header without its CRC field: bytes 0..131, then 136..hlen-1.
+  // CRC-32 over the header without its CRC field: bytes 0..139, then 144..hlen-1.
   uint32_t crc = ts_crc32(0, buf, TS_SLOT_IMAGE_CRC_OFFSET);
   crc = ts_crc32(crc, buf + TS_SLOT_IMAGE_FIXED_LEN, hlen - TS_SLOT_IMAGE_FIXED_LEN);
   if (crc != le32(buf + TS_SLOT_IMAGE_CRC_OFFSET)) return TS_IMG_ERR_HEADER_CRC;
@@ -112,6 +114,8 @@ ts_slot_image_status ts_slot_image_parse_header(const uint8_t *buf, size_t len,
   h.input_zero_point = static_cast<int32_t>(le32(buf + kOffInZero));
   h.output_scale = lef32(buf + kOffOutScale);
   h.output_zero_point = static_cast<int32_t>(le32(buf + kOffOutZero));
+  h.target_mean = lef32(buf + kOffTargetMean);
+  h.target_scale = lef32(buf + kOffTargetScale);
   h.n_ops = le16(buf + kOffNOps);
   h.n_golden = le16(buf + kOffNGolden);
   h.header_crc32 = crc;
@@ -120,7 +124,11 @@ ts_slot_image_status ts_slot_image_parse_header(const uint8_t *buf, size_t len,
   }
   if (h.model_len == 0u || h.n_ops > TS_SLOT_MAX_OPS ||
       !copy_str(buf + kOffModelVersion, TS_SLOT_VERSION_LEN, h.model_version) ||
-      !copy_str(buf + kOffProfile, TS_SLOT_PROFILE_LEN, h.profile)) {
+      !copy_str(buf + kOffProfile, TS_SLOT_PROFILE_LEN, h.profile) ||
+      // The core's rule for its config (ts_core_init): a zero scale would report every
+      // result as the mean.
+      !std::isfinite(h.target_mean) || !std::isfinite(h.target_scale) ||
+      h.target_scale == 0.0f) {
     return TS_IMG_ERR_FIELD;
   }
   for (size_t i = 0; i < h.n_ops; ++i) {

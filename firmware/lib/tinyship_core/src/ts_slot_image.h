@@ -20,8 +20,8 @@ extern "C" {
 
 #define TS_SLOT_IMAGE_MAGIC_LEN 4u    /* "TSMH" */
 #define TS_SLOT_IMAGE_VERSION 1u      /* format version this code reads */
-#define TS_SLOT_IMAGE_FIXED_LEN 136u  /* fixed part; the variable part starts here */
-#define TS_SLOT_IMAGE_CRC_OFFSET 132u /* header CRC-32 field */
+#define TS_SLOT_IMAGE_FIXED_LEN 144u  /* fixed part; the variable part starts here */
+#define TS_SLOT_IMAGE_CRC_OFFSET 140u /* header CRC-32 field */
 #define TS_SLOT_IMAGE_ALIGN 16u       /* header length (= body offset) is a multiple */
 #define TS_SLOT_VERSION_LEN 16u       /* registry model version: NUL-padded */
 #define TS_SLOT_PROFILE_LEN 32u       /* target-runtime profile id: NUL-padded */
@@ -41,7 +41,9 @@ typedef enum {
                                  part, or not the length its variable part needs */
   TS_IMG_ERR_HEADER_CRC = 6,  /* header CRC-32 mismatch */
   TS_IMG_ERR_FIELD = 7,       /* a field out of range: zero model length, more than
-                                 TS_SLOT_MAX_OPS operators, a string not NUL-padded */
+                                 TS_SLOT_MAX_OPS operators, a string not NUL-padded, a
+                                 non-finite target_mean, a non-finite or zero
+                                 target_scale */
   TS_IMG_ERR_BODY_LEN = 8,    /* the model runs past the end of the buffer */
   /* ts_slot_image_verify_body */
   TS_IMG_ERR_MODEL_CRC = 9,   /* the body's CRC-32 is not the header's */
@@ -72,6 +74,10 @@ typedef struct {
   int32_t input_zero_point;
   float output_scale;
   int32_t output_zero_point;
+  /* Regression target units: value = target_mean + target_scale * (dequantized output);
+   * identity (0, 1) for other models. Finite; target_scale non-zero. */
+  float target_mean;
+  float target_scale;
   uint16_t n_ops;
   uint16_t n_golden;
   uint32_t header_crc32;

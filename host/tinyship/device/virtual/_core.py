@@ -47,6 +47,13 @@ TS_RESET_POWER_ON = 1
 TS_RESET_PIN = 2
 TS_RESET_WATCHDOG = 3
 TS_RESET_SOFTWARE = 4
+TS_RESET_BROWNOUT = 5
+TS_ERR_MODEL_INVALID = 10
+TS_RUNNING_FACTORY = 0
+TS_RUNNING_SLOT_A = 1
+TS_RUNNING_SLOT_B = 2
+TS_RUNNING_CONFIRMED = 0
+TS_RUNNING_TRIAL = 1
 #: The virtual board's TS_MAX_INPUT_BYTES (a build setting of the core): the board envs'
 #: value in platformio.ini, the MLPerf vision input 96x96x3 (tests check they agree).
 TS_MAX_INPUT_BYTES = 27648
@@ -56,9 +63,11 @@ TS_MAX_INPUT_BYTES = 27648
 CORE_CPP = (
     "tinyship_core.cpp", "tinyship_core_output.cpp", "tinyship_core_framing.cpp",
     "tinyship_core_commands.cpp", "tinyship_core_text.cpp", "tinyship_core_mlperf.cpp",
-    "tinyship_core_stats.cpp",
+    "tinyship_core_stats.cpp", "tinyship_core_slots.cpp", "ts_slot_store.cpp",
+    "ts_slot_state.cpp", "ts_slot_image.cpp",
 )
-CORE_HEADERS = ("tinyship_core.h", "tinyship_core_internal.h")
+CORE_HEADERS = ("tinyship_core.h", "tinyship_core_internal.h", "ts_flash.h", "ts_slot_store.h",
+                "ts_slot_state.h", "ts_slot_image.h")
 _SOURCES = (*CORE_CPP, *CORE_HEADERS)
 _CXX_FLAGS = (
     "-std=c++17", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wconversion",
@@ -166,6 +175,44 @@ StorageWriteFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32
 FlushFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
 
+class ModelIO(ctypes.Structure):
+    """`ts_model_io_t` (platform.load_model fills it)."""
+
+    _fields_ = [
+        ("input_shape", ctypes.c_int32 * 8),
+        ("output_shape", ctypes.c_int32 * 8),
+        ("input_rank", ctypes.c_uint32),
+        ("output_rank", ctypes.c_uint32),
+        ("arena_used", ctypes.c_uint32),
+    ]
+
+
+LoadModelFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8),
+                               ctypes.c_size_t, ctypes.POINTER(ModelIO))
+ResetFn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+FlashEraseFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32)
+FlashProgramFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32,
+                                  ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint8),
+                                  ctypes.c_uint32)
+FlashMapFn = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
+
+
+class Flash(ctypes.Structure):
+    """`ts_flash_t` (ts_flash.h)."""
+
+    _fields_ = [
+        ("user", ctypes.c_void_p),
+        ("sector_size", ctypes.c_uint32),
+        ("program_unit", ctypes.c_uint32),
+        ("slot_size", ctypes.c_uint32),
+        ("erase_sector_us", ctypes.c_uint32),
+        ("program_chunk_us", ctypes.c_uint32),
+        ("erase", FlashEraseFn),
+        ("program", FlashProgramFn),
+        ("map", FlashMapFn),
+    ]
+
+
 class Platform(ctypes.Structure):
     _fields_ = [
         ("user", ctypes.c_void_p),
@@ -175,6 +222,8 @@ class Platform(ctypes.Structure):
         ("storage_read", StorageReadFn),
         ("storage_write", StorageWriteFn),
         ("flush", FlushFn),
+        ("load_model", LoadModelFn),
+        ("reset", ResetFn),
     ]
 
 
@@ -210,6 +259,13 @@ class Config(ctypes.Structure):
         ("golden_count", ctypes.c_uint32),
         ("golden_tolerance_lsb", ctypes.c_uint32),
         ("mlperf_model", ctypes.c_char_p),
+        ("device_id", ctypes.POINTER(ctypes.c_uint8)),
+        ("device_id_len", ctypes.c_uint32),
+        ("flash", ctypes.POINTER(Flash)),
+        ("factory_model", ctypes.POINTER(ctypes.c_uint8)),
+        ("factory_model_len", ctypes.c_uint32),
+        ("ops", ctypes.POINTER(ctypes.c_uint16)),
+        ("n_ops", ctypes.c_uint32),
     ]
 
 
@@ -273,6 +329,9 @@ def load_core() -> ctypes.CDLL:
     lib.ts_core_set_arena_used.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     lib.ts_core_set_link.restype = ctypes.c_int
     lib.ts_core_set_link.argtypes = [ctypes.c_void_p, ctypes.POINTER(Link)]
+    lib.ts_core_get_running.restype = ctypes.c_int
+    lib.ts_core_get_running.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32),
+                                        ctypes.POINTER(ctypes.c_uint32)]
     lib.ts_status_str.restype = ctypes.c_char_p
     lib.ts_status_str.argtypes = [ctypes.c_int]
     lib.ts_crc32.restype = ctypes.c_uint32

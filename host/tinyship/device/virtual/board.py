@@ -57,6 +57,7 @@ from tinyship.config import BoardSection
 from tinyship.device.protocol import LinkInfo, LinkKind
 from tinyship.device.virtual import _core
 from tinyship.device.virtual.faults import Faults
+from tinyship.device.virtual.flash import DEFAULT_SLOT_BYTES, FLASH_FILE, SlotFlash
 from tinyship.device.virtual.latency import LatencyModel
 from tinyship.device.virtual.link import DEFAULT_RX_BUFFER, LinkStats, UartLink
 from tinyship.device.virtual.state import BoardState
@@ -179,6 +180,20 @@ def load_firmware(registry_root: Path, ref: str | None) -> Firmware:
     )
 
 
+def firmware_ops(profile: str) -> list[int]:
+    """Operator ids the virtual firmware's op resolver registers: every operator its
+    profile supports (the ops of every model family tinyship trains), as the boards'
+    runner does; a slot model needing another is refused."""
+    from tinyship.device.slot_image import OP_IDS
+    from tinyship.profiles import get_profile
+
+    try:
+        supported = get_profile(profile).supported_ops
+    except KeyError:
+        supported = frozenset(OP_IDS)
+    return sorted(OP_IDS[name] for name in supported if name in OP_IDS)
+
+
 class VirtualClock:
     """Microseconds on the board: wall time, except that an inference takes exactly its
     modelled latency instead of the time the host spent on it.
@@ -219,6 +234,11 @@ class VirtualClock:
         self._pinned = self._last + us if self._read_since_inference else None
         self._read_since_inference = False
 
+    def advance(self, us: int) -> None:
+        """The board was busy for `us` (a flash erase or program): its clock gains it."""
+        self._offset += us
+        self._pinned = None
+
     def interrupt(self) -> None:
         """Another platform call came first: the next read is not the end of an inference."""
         self._pinned = None
@@ -254,6 +274,9 @@ class VirtualBoard:
         realtime: bool = False,
         rx_buffer: int = DEFAULT_RX_BUFFER,
         time_scale: float = 1.0,
+        slots: bool = True,
+        slot_bytes: int = DEFAULT_SLOT_BYTES,
+        reset_on_open: bool = True,
     ) -> None:
         if baud < 0:
             raise ValueError("baud must be >= 0 (0 = unpaced)")
@@ -317,6 +340,22 @@ class VirtualBoard:
         self._hung = False
         self._reset_pending = False
         self._link: UartLink | None = self._new_link()
+        #: A new connection resets the board (an Arduino whose DTR line resets it). False:
+        #: a USB CDC board (nano33ble, RP2040, ESP32-S3 native USB) that keeps running,
+        #: so a trial model survives the host reconnecting to confirm it.
+        self.reset_on_open = reset_on_open
+        self._reset_reason = _core.TS_RESET_WATCHDOG
+        #: Model slots in simulated NOR flash (`flash.SlotFlash`), persisted in the state
+        #: folder; None when the firmware is built without slots.
+        self.flash: SlotFlash | None = None
+        if slots:
+            self.flash = SlotFlash(
+                self.board.name, slot_bytes=slot_bytes, path=self.state.dir / FLASH_FILE,
+                cut_at=self.faults.power_cut_at, cut_probability=self.faults.power_cut,
+                cut_mode=self.faults.power_cut_mode,  # type: ignore[arg-type]
+                seed=self.faults.seed, on_busy=self._flash_busy)
+        self._runners: dict[bytes, Any] = {}
+        self._capture: bytearray | None = None
 
     # --- public -------------------------------------------------------------------------
     @property
@@ -337,11 +376,11 @@ class VirtualBoard:
         self._lib = _core.load_core()
         from tinyship.convert.runtimes import TflmRunner
 
-        arena = int(self.firmware.manifest["model"].get("arena_bytes", 0)) or 16 * 1024
         try:
-            self._runner = TflmRunner(self.firmware.model, arena)
+            self._runner = TflmRunner(self.firmware.model, self.arena_bytes)
         except ModelError as e:
             raise DeviceError(f"virtual board cannot load {self.firmware.version}: {e}") from e
+        self._runners[self.firmware.model] = (self._runner, self.latency)
         self._core_mem = (ctypes.c_uint64 * ((self._lib.ts_core_size() + 7) // 8))()
         self._make_platform()
         self.state.install(self.firmware.version, self.firmware.sha256, __version__)
@@ -374,6 +413,31 @@ class VirtualBoard:
             self._tmp_state.cleanup()
             self._tmp_state = None
 
+    def power_on_headless(self) -> bytes:
+        """Boot the board without a port or thread (tests, the power-loss sweep): requests
+        go in with `feed_headless`, replies come back from it. Unpaced (baud 0) only.
+        Returns what the board printed at boot."""
+        if self._thread is not None or self.baud != 0:
+            raise DeviceError("headless mode needs an unstarted, unpaced board (baud=0)")
+        self._lib = _core.load_core()
+        self._core_mem = (ctypes.c_uint64 * ((self._lib.ts_core_size() + 7) // 8))()
+        self._make_platform()
+        self._capture = bytearray()
+        self._boot(_core.TS_RESET_POWER_ON)
+        return self.feed_headless(b"")
+
+    def feed_headless(self, data: bytes) -> bytes:
+        """Give the board `data` and return everything it sent; a reset it asks for (REBOOT,
+        SLOT_REVERT, a power cut) happens before this returns, at once."""
+        assert self._capture is not None, "power_on_headless() first"
+        for b in data:
+            self._rx_byte(b)
+        while self._reset_pending:
+            self._boot(self._reset_reason)
+        out = bytes(self._capture)
+        self._capture.clear()
+        return out
+
     def __enter__(self) -> VirtualBoard:
         self.start()
         return self
@@ -387,6 +451,19 @@ class VirtualBoard:
         self._lib.ts_core_get_self_test(self._core, ctypes.byref(st))
         return {f: int(getattr(st, f)) for f in ("status", "vectors", "failed_vector",
                                                   "max_diff_lsb")}
+
+    @property
+    def arena_bytes(self) -> int:
+        """The firmware's tensor arena: the factory model's need, as the boards' build
+        sizes it (select_model.py); a slot model needing more is refused."""
+        return int(self.firmware.manifest["model"].get("arena_bytes", 0)) or 16 * 1024
+
+    def running_model(self) -> tuple[int, int]:
+        """(source, mode) of the model the core runs: TS_RUNNING_FACTORY / _SLOT_A / _SLOT_B
+        and TS_RUNNING_CONFIRMED / _TRIAL."""
+        src, mode = ctypes.c_uint32(0), ctypes.c_uint32(0)
+        self._lib.ts_core_get_running(self._core, ctypes.byref(src), ctypes.byref(mode))
+        return int(src.value), int(mode.value)
 
     def stats_snapshot(self) -> BoardStats:
         return dataclasses.replace(self.stats)
@@ -438,16 +515,34 @@ class VirtualBoard:
             golden_count=len(fw.golden_inputs), golden_tolerance_lsb=GOLDEN_TOLERANCE_LSB,
             mlperf_model=strings["mlperf_model"],
         )
+        dev_id = self.state.device_id()
+        dev_arr = (ctypes.c_uint8 * len(dev_id)).from_buffer_copy(dev_id)
+        cfg.device_id = ctypes.cast(dev_arr, ctypes.POINTER(ctypes.c_uint8))
+        cfg.device_id_len = len(dev_id)
+        keep: list[Any] = [strings, in_arr, out_arr, gi, go, dev_arr]
+        if self.flash is not None:
+            factory = (ctypes.c_uint8 * len(flash)).from_buffer_copy(bytes(flash))
+            ops = firmware_ops(str(fw.manifest.get("profile", "")))
+            ops_arr = (ctypes.c_uint16 * max(1, len(ops)))(*ops)
+            cfg.flash = ctypes.pointer(self.flash.struct)
+            cfg.factory_model = ctypes.cast(factory, ctypes.POINTER(ctypes.c_uint8))
+            cfg.factory_model_len = len(flash)
+            cfg.ops = ctypes.cast(ops_arr, ctypes.POINTER(ctypes.c_uint16))
+            cfg.n_ops = len(ops)
+            cfg.arena_size = self.arena_bytes
+            keep += [factory, ops_arr]
         plat = _core.Platform(
             user=None, write=_core.WriteFn(self._cb_write), micros=_core.MicrosFn(self._cb_micros),
             infer=_core.InferFn(self._cb_infer),
             storage_read=_core.StorageReadFn(self._cb_storage_read),
             storage_write=_core.StorageWriteFn(self._cb_storage_write),
             flush=_core.FlushFn(self._cb_flush),
+            load_model=_core.LoadModelFn(self._cb_load_model),
+            reset=_core.ResetFn(self._cb_reset),
         )
         self._cfg = cfg
         self._plat = plat
-        self._keep = [strings, in_arr, out_arr, gi, go]
+        self._keep = keep
 
     def _cb_write(self, _user: Any, data: Any, n: int) -> int:
         self.clock.interrupt()
@@ -504,6 +599,70 @@ class VirtualBoard:
             log.warning("virtual board: the host is slower than the modelled board (%.1f ms "
                         "behind); real time cannot be kept", -ahead / 1000)
 
+    def _cb_load_model(self, _user: Any, model: Any, n: int, io: Any) -> int:
+        """Make `infer` run the model the core chose, read from (simulated) flash: never a
+        fresh copy from the registry, so a damaged slot behaves as on a board."""
+        self.clock.interrupt()
+        try:
+            raw = ctypes.string_at(model, n)
+            entry = self._runners.get(raw)
+            if entry is None:
+                entry = self._new_runner(raw)
+                self._runners[raw] = entry
+            runner, latency = entry
+            if runner is None:
+                return _core.TS_ERR_MODEL_INVALID
+            self._runner = runner
+            self.latency = latency
+            ins = runner._interp.get_input_details(0)["shape"]
+            outs = runner._interp.get_output_details(0)["shape"]
+            res = io.contents
+            res.input_rank = len(ins)
+            res.output_rank = len(outs)
+            for i, d in enumerate(ins[:8]):
+                res.input_shape[i] = int(d)
+            for i, d in enumerate(outs[:8]):
+                res.output_shape[i] = int(d)
+            res.arena_used = 0
+            return _core.TS_OK
+        except Exception:
+            log.exception("virtual board load_model failed")
+            return _core.TS_ERR_MODEL_INVALID
+
+    def _new_runner(self, model: bytes) -> tuple[Any, LatencyModel]:
+        """A TFLM interpreter for `model` in the firmware's arena (None if it does not
+        allocate: the health check fails) and its latency model (its MACs)."""
+        from tinyship.convert.runtimes import TflmRunner
+        from tinyship.convert.tflite_info import inspect_model
+
+        try:
+            runner: Any = TflmRunner(model, self.arena_bytes)
+            macs = int(inspect_model(model).macs)
+        except Exception as e:  # a damaged flatbuffer may fail anywhere in the parser
+            log.info("virtual board: model in flash does not load: %s", e)
+            return None, self.latency
+        return runner, dataclasses.replace(self.latency, macs=macs)
+
+    def _cb_reset(self, _user: Any) -> None:
+        """REBOOT / SLOT_REVERT: the core replied and flushed; reset after this request."""
+        self._reset_pending = True
+        self._reset_reason = _core.TS_RESET_SOFTWARE
+
+    def _flash_busy(self, seconds: float) -> None:
+        """A flash operation kept the CPU busy: the board's clock and its UART see it."""
+        self.clock.advance(int(seconds * 1e6))
+        if self._link is not None:
+            self._link.core_busy(seconds)
+        if self.realtime:
+            self._stop.wait(seconds)
+
+    def _check_power(self) -> None:
+        """After the core ran: a power cut during its flash work kills the board now; it
+        comes back as after a brown-out (its output since the cut is lost)."""
+        if self.flash is not None and self.flash.cut is not None and not self._reset_pending:
+            self._reset_pending = True
+            self._reset_reason = _core.TS_RESET_BROWNOUT
+
     def _cb_storage_read(self, _user: Any, key: int, data: Any, n: int) -> int:
         try:
             ctypes.memmove(data, self.state.storage_read(int(key), int(n)), n)
@@ -534,6 +693,9 @@ class VirtualBoard:
         self._hung = False
         self._reset_pending = False
         self._cfg.reset_reason = reason
+        self._reset_reason = _core.TS_RESET_WATCHDOG
+        if self.flash is not None:
+            self.flash.power_on()
         if self._link is not None:  # the UART's buffers do not survive a reset
             self.stats.ignored_rx += self._link.reset_device(time.monotonic())
         ctypes.memset(self._core_mem, 0, ctypes.sizeof(self._core_mem))
@@ -550,6 +712,7 @@ class VirtualBoard:
         if st != _core.TS_OK:
             log.warning("virtual board boot: %s", _core.status_str(st))
         self._core = core
+        self._check_power()  # a cut during the boot's flag writes: power on again
         li = self.link_info
         st = self._lib.ts_core_set_link(core, ctypes.byref(_core.Link(li.kind, li.baud,
                                                                      li.rx_window)))
@@ -578,9 +741,11 @@ class VirtualBoard:
                     self._serve_socket_once()
                 self._pump()
                 if self._reset_pending and not self._stop.is_set():
-                    self.stats.fault_resets += 1
+                    reason = self._reset_reason
+                    if reason == _core.TS_RESET_WATCHDOG:
+                        self.stats.fault_resets += 1
                     self._flush_tx()  # what the board sent before it died still arrives
-                    self._reboot(_core.TS_RESET_WATCHDOG)
+                    self._reboot(reason)
         except Exception:
             log.exception("virtual board stopped on an error")
 
@@ -597,7 +762,8 @@ class VirtualBoard:
                 self._conn = new
                 self.stats.connections += 1
                 self._link = self._new_link()  # a new cable: nothing on the wire
-                self._reboot(_core.TS_RESET_PIN)  # port open toggles DTR
+                if self.reset_on_open:
+                    self._reboot(_core.TS_RESET_PIN)  # port open toggles DTR
                 return
         if self._conn is not None and self._conn in ready:
             try:
@@ -644,11 +810,13 @@ class VirtualBoard:
             self.stats.corrupted_rx += 1
         byte = ctypes.c_uint8(b)
         self._lib.ts_core_feed(self._core, ctypes.byref(byte), 1)
+        self._check_power()
 
     def _on_tx(self, data: bytes) -> None:
         """Bytes from the core: count frames, inject faults, pace, send."""
-        if self._hung or self._reset_pending:
-            return
+        if self._hung or self._reset_pending or (self.flash is not None
+                                                  and self.flash.cut is not None):
+            return  # a dead board sends nothing
         start = 0
         for i, b in enumerate(data):
             if b != 0:
@@ -710,7 +878,9 @@ class VirtualBoard:
 
     def _deliver(self, data: bytes) -> None:
         """Hand bytes to the host (they have crossed the wire)."""
-        if self._conn is not None:
+        if self._capture is not None:
+            self._capture += data
+        elif self._conn is not None:
             try:
                 self._conn.sendall(data)
             except OSError:

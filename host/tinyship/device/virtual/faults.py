@@ -41,6 +41,12 @@ class Faults:
       wrong_at: indices (0-based, counted over INFER vectors since boot, self-test not
         counted) whose outputs are perturbed.
       wrong_delta: added (mod 256, so the output always changes) to each perturbed output.
+    Flash (model slots):
+      power_cut_at: lose power at this erase/program operation, counted since the board
+        started (1-based), once; the board powers on again as after a brown-out. 0 = off.
+      power_cut: lose power at each flash operation with this probability.
+      power_cut_mode: before (the operation does nothing), torn (it is left half done: a
+        partly programmed unit, a partly erased sector) or random (either, seeded).
     seed: seed of every random decision.
     """
 
@@ -58,15 +64,21 @@ class Faults:
     wrong_prediction: float = 0.0
     wrong_at: tuple[int, ...] = field(default_factory=tuple)
     wrong_delta: int = 37
+    power_cut_at: int = 0
+    power_cut: float = 0.0
+    power_cut_mode: str = "random"
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("corrupt_rx", "corrupt_tx", "drop_rx", "drop_tx", "garbage",
-                     "reset_probability", "wrong_prediction"):
+                     "reset_probability", "wrong_prediction", "power_cut"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"fault {name}={v}: expected a fraction in [0, 1]")
-        for name in ("reset_after", "hang_after", "seed"):
+        if self.power_cut_mode not in ("before", "torn", "random"):
+            raise ValueError(f"fault power_cut_mode={self.power_cut_mode}: expected before, "
+                             "torn or random")
+        for name in ("reset_after", "hang_after", "seed", "power_cut_at"):
             if getattr(self, name) < 0:
                 raise ValueError(f"fault {name}: expected a count >= 0")
         if any(i < 0 for i in self.wrong_at):
@@ -95,8 +107,8 @@ class Faults:
 
 
 _FLOATS = {"corrupt_rx", "corrupt_tx", "drop_rx", "drop_tx", "garbage", "reset_probability",
-           "wrong_prediction"}
-_INTS = {"reset_after", "hang_after", "wrong_delta", "seed"}
+           "wrong_prediction", "power_cut"}
+_INTS = {"reset_after", "hang_after", "wrong_delta", "seed", "power_cut_at"}
 _BOOLS = {"wrong_hash", "bad_model_crc"}
 _ALIASES = {"corrupt": ("corrupt_rx", "corrupt_tx"), "drop": ("drop_rx", "drop_tx"),
             "reset_p": ("reset_probability",)}
@@ -130,6 +142,8 @@ def parse_faults(spec: str | None) -> Faults:
                 kw[n] = not sep or value.lower() in ("1", "true", "yes", "on")
             elif n == "wrong_version":
                 kw[n] = value if sep else "-wrong"
+            elif n == "power_cut_mode":
+                kw[n] = value
             elif n == "wrong_at":
                 try:
                     kw[n] = tuple(int(v) for v in value.split("/") if v.strip())
@@ -139,7 +153,7 @@ def parse_faults(spec: str | None) -> Faults:
                     ) from None
             else:
                 known = sorted(_FLOATS | _INTS | _BOOLS | set(_ALIASES) |
-                               {"wrong_version", "wrong_at"})
+                               {"wrong_version", "wrong_at", "power_cut_mode"})
                 raise ValueError(f"unknown fault '{name}' (known: {', '.join(known)})")
     return Faults(**kw)
 

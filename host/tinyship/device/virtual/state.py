@@ -19,6 +19,7 @@ the board always writes the model it serves into the active slot.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,21 @@ class BoardState:
             if self._data["slots"].get(active) != slot:
                 self._data["slots"][active] = slot
                 self._save()
+
+    def device_id(self) -> bytes:
+        """The board's hardware-unique id: 8 random bytes chosen once, kept in the state
+        (as a chip's id survives any reflash)."""
+        with self._lock:
+            raw = self._data.get("device_id")
+            if isinstance(raw, str) and len(raw) == 16:
+                try:
+                    return bytes.fromhex(raw)
+                except ValueError:
+                    pass
+            new = os.urandom(8)
+            self._data["device_id"] = new.hex()
+            self._save()
+            return new
 
     def storage_read(self, key: int, size: int) -> bytes:
         """Stored bytes for `key`, or erased flash (0xFF) when never written."""
