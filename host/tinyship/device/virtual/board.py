@@ -426,6 +426,12 @@ class VirtualBoard:
         self._boot(_core.TS_RESET_POWER_ON)
         return self.feed_headless(b"")
 
+    def power_cycle_headless(self) -> bytes:
+        """Power off and on (headless): boot from what flash holds now."""
+        assert self._capture is not None, "power_on_headless() first"
+        self._boot(_core.TS_RESET_POWER_ON)
+        return self.feed_headless(b"")
+
     def feed_headless(self, data: bytes) -> bytes:
         """Give the board `data` and return everything it sent; a reset it asks for (REBOOT,
         SLOT_REVERT, a power cut) happens before this returns, at once."""

@@ -143,6 +143,15 @@ class SlotFlash:
             return 0
         return self._base + slot * self.slot_bytes
 
+    def restore(self, image: bytes) -> None:
+        """Put the whole chip back to `image` (a `nor.image` taken earlier): tests set up a
+        flash state without replaying the operations that made it."""
+        if len(image) != len(self.nor._mem):
+            raise ValueError("flash image size differs")
+        self.nor._mem[:] = image
+        self.cut = None
+        self._save()
+
     # --- inspection (tests, tools) ------------------------------------------------------------
     def slot_bytes_of(self, slot: int) -> bytes:
         """The raw bytes of slot 0 (A) or 1 (B)."""
