@@ -584,7 +584,7 @@ def test_cli_prints_url_first(trained_registry: tuple[Config, str], tmp_path: Pa
     proc = subprocess.Popen(
         [sys.executable, "-m", "tinyship", "emulator", "--registry", str(cfg.registry_path),
          "--model", version, "--boot-delay", "0.05", "--state", str(tmp_path / "st"),
-         "--realtime"],
+         "--realtime", "--reset-on-open"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
     )
     try:
@@ -601,7 +601,8 @@ def test_cli_prints_url_first(trained_registry: tuple[Config, str], tmp_path: Pa
         proc.terminate()
         assert proc.wait(timeout=15) == 0
         assert proc.stderr is not None
-        assert "MLPerf model ad01, real time" in proc.stderr.read().decode()
+        assert "MLPerf model ad01, real time, resets when a host connects" in \
+            proc.stderr.read().decode()
     finally:
         if proc.poll() is None:
             proc.kill()

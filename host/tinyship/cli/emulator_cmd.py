@@ -32,13 +32,24 @@ from tinyship.cli._common import json_option, model_option, project_context, reg
 @click.option("--faults", "faults_spec", default=None, metavar="SPEC",
               help="Fault injection, e.g. corrupt_rx=0.01,drop_tx=0.005,garbage=0.05,"
               "reset_after=20,hang_after=50,wrong_version,wrong_hash,wrong_prediction=0.1,"
-              "seed=1.")
+              "seed=1; model-slot flash: power_cut_at=N (the Nth erase/program since start), "
+              "power_cut=0.1 (per operation), power_cut_mode=before|torn|random.")
 @click.option("--state", "state_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Folder for the board's persistent state [default: a temporary folder].")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="TCP port for socket:// (0 = any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--pty", "use_pty", is_flag=True, help="Serve a pty instead of a TCP socket.")
+@click.option("--reset-on-open/--no-reset-on-open", "reset_on_open", default=False,
+              show_default=True,
+              help="Reset the board when a host connects, as an Arduino whose DTR line resets "
+              "it. Off: a USB board (nano33ble, RP2040, ESP32-S3 native USB) that keeps "
+              "running, so a trial model waits for `tinyship device confirm` from a new "
+              "connection.")
+@click.option("--slot-bytes", "slot_bytes", type=click.IntRange(min=8192), default=128 * 1024,
+              show_default=True,
+              help="Bytes of each of the two model slots in the simulated flash (whole 4 KiB "
+              "sectors, the last one holds the slot's flags); kept in --state as flash.bin.")
 @click.option("--boot-delay", "boot_delay", type=click.FloatRange(min=0.0), default=0.3,
               show_default=True, help="Seconds from port open (reset) to the boot banner.")
 @click.option("--realtime", is_flag=True,
@@ -49,7 +60,7 @@ from tinyship.cli._common import json_option, model_option, project_context, reg
 def emulator(model: str | None, registry_dir: Path | None, config_path: Path | None,
              baud: int, faults_spec: str | None, state_dir: Path | None, port: int,
              host: str, use_pty: bool, boot_delay: float, realtime: bool, rx_buffer: int,
-             as_json: bool) -> None:
+             reset_on_open: bool, slot_bytes: int, as_json: bool) -> None:
     """Run a virtual tinyship board (the firmware core + TFLite Micro) on a serial URL."""
     from tinyship.device.virtual import VirtualBoard, parse_faults
 
@@ -58,9 +69,13 @@ def emulator(model: str | None, registry_dir: Path | None, config_path: Path | N
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--faults") from None
     registry, board = project_context(config_path, registry_dir)
-    vb = VirtualBoard(registry.root, model, board=board, baud=baud, faults=faults,
-                      state_dir=state_dir, boot_delay_s=boot_delay, host=host, port=port,
-                      pty=use_pty, realtime=realtime, rx_buffer=rx_buffer)
+    try:
+        vb = VirtualBoard(registry.root, model, board=board, baud=baud, faults=faults,
+                          state_dir=state_dir, boot_delay_s=boot_delay, host=host, port=port,
+                          pty=use_pty, realtime=realtime, rx_buffer=rx_buffer,
+                          reset_on_open=reset_on_open, slot_bytes=slot_bytes)
+    except ValueError as e:  # the slot geometry (click checked the other values)
+        raise click.BadParameter(str(e), param_hint="--slot-bytes") from None
     done = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -78,7 +93,9 @@ def emulator(model: str | None, registry_dir: Path | None, config_path: Path | N
                    f"baud {baud or 'unpaced'}"
                    + (f" ({rx_buffer}-byte receive buffer)" if baud else "")
                    + f", MLPerf model {vb.board.mlperf_model}"
-                   + (", real time" if realtime else "") + f", state {vb.state.path}"
+                   + (", real time" if realtime else "")
+                   + (", resets when a host connects" if reset_on_open else "")
+                   + f", state {vb.state.dir}"
                    + (f", faults {faults.to_spec()}" if faults.active else "")
                    + "; Ctrl-C to stop", err=True)
         while not done.wait(0.5):
