@@ -164,7 +164,7 @@ class SweepBoard:
         r = self.request(CMD_SLOT_INFO)
         assert r is not None and r.cmd == 0x90, "SLOT_INFO failed"
         seqs = [struct.unpack_from("<I", r.payload, 44 + 68 * s + 8)[0] for s in (0, 1)]
-        return max(seqs) + 1
+        return int(max(seqs)) + 1
 
     def info(self) -> dict[int, bytes]:
         r = self.request(CMD_HELLO)
@@ -324,7 +324,7 @@ class PowerLossSweep:
                     case = f"{name} cut {mode} op {k}/{n}"
                     setup()
                     self.flash.cut_at = self.flash.total_ops + k
-                    self.flash.nor.cut_mode = mode  # type: ignore[assignment]
+                    self.flash.nor.cut_mode = mode
                     operation()
                     self.flash.cut_at = 0
                     if self.flash.cuts == 0:
