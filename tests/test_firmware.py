@@ -161,6 +161,10 @@ def test_core_fuzz_200k_frames() -> None:
     m = re.search(r"fuzz: (\d+) iterations, (\d+) clean requests answered", out)
     assert m, out
     assert int(m.group(1)) == 200000 and int(m.group(2)) > 50000
+    # Then a core with model slots over the NOR simulator: >= 10^5 frames of 0x10-0x16.
+    s = re.search(r"fuzz slots: (\d+) iterations, (\d+) slot frames \((\d+) clean requests\)", out)
+    assert s, out
+    assert int(s.group(1)) == 200000 and int(s.group(2)) >= 100_000 and int(s.group(3)) > 50000
 
 
 # ------------------------------------------------------ shared library (ctypes) --
@@ -816,7 +820,7 @@ def test_prepare_build_copies_files_and_writes_version_header(
     assert macros["TINYSHIP_BUILD_MODEL_PROFILE"] == '"tflm-arduino-2023"'
     assert macros["TINYSHIP_BUILD_BOARD"] == '"nano33ble"'
     assert macros["TINYSHIP_BUILD_TIME_UTC"] == '"2026-03-04T05:06:07Z"'
-    assert macros["TINYSHIP_BUILD_PROTOCOL_VERSION"] == "1"
+    assert macros["TINYSHIP_BUILD_PROTOCOL_VERSION"] == "2"
     assert macros["TINYSHIP_MLPERF_MODEL"] == '"ad01"'  # this repository's tinyship.toml: unset
     assert re.fullmatch(r'"([0-9a-f]{12}(-dirty)?|unknown)"', macros["TINYSHIP_GIT_COMMIT"])
     assert "#ifndef TINYSHIP_VERSION_H" in header and "do not edit" in header
@@ -956,7 +960,7 @@ def test_arduino_glue_compiles_and_runs_files_from_the_host_generator(
     )
     lines = _run_glue(sm, reg, tmp_path / "build", "v0005")
     assert lines["BANNER"] == (
-        "tinyship ready proto=1 fw=0.1.0 model=v0005 board=esp32s3 selftest=pass"
+        "tinyship ready proto=2 fw=0.1.0 model=v0005 board=esp32s3 selftest=pass"
     )
     assert "crc_ok=1" in lines["HELLO"] and "selftest=0" in lines["HELLO"]
     # main.cpp passes the header's target units to the core: INFO and MLPerf results%.

@@ -21,7 +21,16 @@ SCons.
   and ``tinyship_version.h`` is written next to them;
 * MLPerf model name (``profile%`` answers ``m-model-[NAME]``): env
   ``TINYSHIP_MLPERF_MODEL`` (``tinyship build`` sets it from the config), else
-  ``[board] mlperf_model`` of the project's ``tinyship.toml``, else ``ad01``.
+  ``[board] mlperf_model`` of the project's ``tinyship.toml``, else ``ad01``;
+* the op resolver (``tinyship_runner_config.h``): the operators of every model family
+  tinyship trains, or the env's ``custom_tinyship_ops`` list, plus the embedded model's,
+  minus none the env's profile excludes (refused instead), their TFLite operator ids, and
+  the tensor arena (the model's, or ``custom_tinyship_arena_bytes`` when larger);
+* model slots (``tinyship_slots_config.h``): ``custom_tinyship_slot_bytes`` per env, refused
+  when the board has no flash HAL, the board's flash (its firmware region, or the ESP32
+  partition ``tsslots`` of ``board_build.partitions``) cannot hold two slots, or the
+  embedded model's slot image does not fit one slot (firmware/README.md, "Model slots on
+  the boards").
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -43,7 +52,7 @@ try:  # Python >= 3.11; PlatformIO may run an older interpreter
 except ImportError:  # pragma: no cover
     tomllib = None  # type: ignore[assignment]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 PROFILE_ARDUINO_2023 = "tflm-arduino-2023"
 PROFILE_CURRENT = "tflm-current"
 #: env profile -> model profiles its TFLM library computes correctly.
@@ -91,6 +100,8 @@ class ModelVersion(NamedTuple):
     arena_bytes: int
     #: relative path -> SHA-256 from the manifest; None for a hand-written manifest without one
     artifacts: Mapping[str, str] | None = None
+    #: manifest ``model.ops`` (builtin operator names); None when the manifest has none
+    ops: tuple[str, ...] | None = None
 
 
 class BuildSelection(NamedTuple):
@@ -100,6 +111,13 @@ class BuildSelection(NamedTuple):
     generated_dir: Path
     files: tuple[Path, ...]
     version_header: Path
+    #: ``tinyship_runner_config.h`` (op resolver, arena) and ``tinyship_slots_config.h``
+    runner_config: Path | None = None
+    slots_config: Path | None = None
+    #: the operators the op resolver registers, in registration order
+    ops: tuple[str, ...] = ()
+    #: bytes of one model slot; 0 without slots
+    slot_bytes: int = 0
 
 
 def registry_dir(project_dir: Path, environ: Mapping[str, str]) -> Path:
@@ -201,7 +219,12 @@ def load_model(registry: Path, version: str) -> ModelVersion:
     artifacts = manifest.get("artifacts")
     if artifacts is not None and not isinstance(artifacts, dict):
         raise SelectModelError(f"{path}: artifacts must map file names to SHA-256 digests")
-    return ModelVersion(version, directory, profile, sha256, crc32, arena, artifacts)
+    ops = model.get("ops") if isinstance(model, dict) else None
+    if ops is not None and (not isinstance(ops, list)
+                            or not all(isinstance(o, str) for o in ops)):
+        raise SelectModelError(f"{path}: model.ops must be a list of operator names")
+    return ModelVersion(version, directory, profile, sha256, crc32, arena, artifacts,
+                        tuple(ops) if ops is not None else None)
 
 
 def check_sha256(model: ModelVersion, path: Path, data: bytes) -> None:
@@ -309,6 +332,420 @@ def check_model_files(model: ModelVersion) -> tuple[Path, ...]:
                 " the generated files are stale; regenerate the model version"
             )
     return paths
+
+
+# ------------------------------------------------------------------ op resolver --
+#: TFLite builtin operator -> its MicroMutableOpResolver method: the operators the
+#: generated files can register (``tinyship.convert.carray.RESOLVER_METHODS``; this script
+#: cannot import tinyship, tests/test_slot_build.py keeps the two equal).
+RESOLVER_METHODS: Mapping[str, str] = {
+    "FULLY_CONNECTED": "AddFullyConnected",
+    "CONV_2D": "AddConv2D",
+    "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D",
+    "RESHAPE": "AddReshape",
+    "EXPAND_DIMS": "AddExpandDims",
+    "SQUEEZE": "AddSqueeze",
+    "RELU": "AddRelu",
+    "RELU6": "AddRelu6",
+    "TANH": "AddTanh",
+    "LOGISTIC": "AddLogistic",
+    "SOFTMAX": "AddSoftmax",
+    "QUANTIZE": "AddQuantize",
+    "DEQUANTIZE": "AddDequantize",
+    "MAX_POOL_2D": "AddMaxPool2D",
+    "AVERAGE_POOL_2D": "AddAveragePool2D",
+    "MEAN": "AddMean",
+    "ADD": "AddAdd",
+    "MUL": "AddMul",
+}
+#: TFLite ``BuiltinOperator`` numbers (schema.fbs) of those operators: the ids the firmware
+#: reports (``ts_config_t.ops``) and a slot image lists (``tinyship.device.slot_image.OP_IDS``;
+#: tests keep them equal).
+OP_IDS: Mapping[str, int] = {
+    "ADD": 0, "AVERAGE_POOL_2D": 1, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4, "DEQUANTIZE": 6,
+    "FULLY_CONNECTED": 9, "LOGISTIC": 14, "MAX_POOL_2D": 17, "MUL": 18, "RELU": 19,
+    "RELU6": 21, "RESHAPE": 22, "SOFTMAX": 25, "TANH": 28, "MEAN": 40, "SQUEEZE": 43,
+    "EXPAND_DIMS": 70, "QUANTIZE": 114,
+}
+#: Operators a profile's TFLM libraries compute differently from the host reference, so a
+#: board of that profile must not register them (``tinyship.profiles``: the operators its
+#: ``supported_ops`` leaves out; tests keep them equal).
+PROFILE_EXCLUDED_OPS: Mapping[str, frozenset[str]] = {
+    PROFILE_ARDUINO_2023: frozenset({"MEAN"}),
+    PROFILE_CURRENT: frozenset(),
+}
+#: The operators of every model family tinyship trains (``tinyship.train.model``: ``mlp``
+#: and ``conv1d``, activation relu/relu6/tanh, a linear regression output or a softmax
+#: classifier), so a retrained model of any family installs into a slot without a
+#: firmware rebuild. Measured with TensorFlow's converter (tests/test_slot_build.py converts
+#: each family and activation): mlp gives FULLY_CONNECTED (+ TANH, + SOFTMAX), conv1d
+#: RESHAPE, CONV_2D, FULLY_CONNECTED (+ TANH, + SOFTMAX); relu and relu6 are fused. RELU,
+#: RELU6 (an activation the converter leaves unfused), EXPAND_DIMS and SQUEEZE (the
+#: Conv1D lowering of other TensorFlow releases) are registered too: a few hundred bytes
+#: of kernel each.
+FAMILY_OPS: tuple[str, ...] = (
+    "FULLY_CONNECTED", "CONV_2D", "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "RELU", "RELU6",
+    "TANH", "SOFTMAX",
+)
+#: ``custom_tinyship_ops``: op names and/or this word (FAMILY_OPS); unset means this word.
+OPS_OPTION = "custom_tinyship_ops"
+OPS_FAMILIES = "families"
+#: ``custom_tinyship_arena_bytes``: the tensor arena when larger than the embedded model's.
+ARENA_OPTION = "custom_tinyship_arena_bytes"
+RUNNER_CONFIG = "tinyship_runner_config.h"
+_METHOD_CALL_RE = re.compile(r"resolver\.(Add\w+)\(\)")
+
+
+def model_ops(model: ModelVersion, ops_header: Path) -> tuple[str, ...]:
+    """The embedded model's operators: manifest ``model.ops``, else the ``Add*`` calls of
+    its generated ``tinyship_model_ops.h`` (hand-written versions)."""
+    if model.ops is not None:
+        return model.ops
+    by_method = {method: name for name, method in RESOLVER_METHODS.items()}
+    text = ops_header.read_text(encoding="utf-8", errors="replace")
+    found = []
+    for method in _METHOD_CALL_RE.findall(text):
+        if method not in by_method:
+            raise SelectModelError(f"{ops_header} calls resolver.{method}(), an operator this"
+                                   " firmware cannot register")
+        if by_method[method] not in found:
+            found.append(by_method[method])
+    return tuple(found)
+
+
+def resolver_ops(env_name: str, env_profile: str, option: str | None,
+                 model: ModelVersion, embedded: Sequence[str]) -> tuple[str, ...]:
+    """The operators the op resolver registers: the embedded model's (first, in its order),
+    then ``option``'s (comma or space separated names, ``families`` for FAMILY_OPS; unset:
+    ``families``). An unknown name, or one the env's profile excludes, is refused."""
+    words = [w for w in re.split(r"[\s,]+", option or "") if w] or [OPS_FAMILIES]
+    wanted: list[str] = []
+    for word in words:
+        names = FAMILY_OPS if word.lower() == OPS_FAMILIES else (word.upper(),)
+        for name in names:
+            if name not in RESOLVER_METHODS:
+                raise SelectModelError(
+                    f"env '{env_name}': {OPS_OPTION} names '{word}', not an operator the"
+                    f" firmware can register (known: {OPS_FAMILIES},"
+                    f" {', '.join(sorted(RESOLVER_METHODS))})")
+            wanted.append(name)
+    excluded = PROFILE_EXCLUDED_OPS.get(env_profile, frozenset())
+    for name in embedded:
+        if name not in RESOLVER_METHODS:
+            raise SelectModelError(f"model {model.version} uses operator {name}, which this"
+                                   " firmware cannot register")
+        if name in excluded:
+            raise SelectModelError(f"model {model.version} uses {name}, which env '{env_name}'"
+                                   f" (profile '{env_profile}') cannot run bit-exactly")
+    for name in wanted:
+        if name in excluded:
+            raise SelectModelError(
+                f"env '{env_name}': {OPS_OPTION} lists {name}, which profile '{env_profile}'"
+                " excludes: its TFLM libraries' int8 kernel rounds differently from the host"
+                " reference (tinyship.profiles); remove it from the list")
+    ops: list[str] = []
+    for name in [*embedded, *wanted]:
+        if name not in ops:
+            ops.append(name)
+    return tuple(ops)
+
+
+def arena_bytes(env_name: str, model: ModelVersion, option: int | None) -> int:
+    """The tensor arena: the embedded model's, or ``option`` when larger; a multiple of 16."""
+    if option is not None and option <= 0:
+        raise SelectModelError(f"env '{env_name}': {ARENA_OPTION} must be a positive integer")
+    size = max(model.arena_bytes, option or 0)
+    return -(-size // 16) * 16
+
+
+def render_runner_config(*, env_name: str, model: ModelVersion, ops: Sequence[str],
+                         option: str | None, arena: int) -> str:
+    """Text of ``tinyship_runner_config.h``: the op resolver and the arena size."""
+    regs = "\n".join(
+        f"  if (static_cast<int>(resolver.{RESOLVER_METHODS[op]}()) != 0) return {i};"
+        for i, op in enumerate(ops, start=1))
+    source = f"{OPS_OPTION} = {option.strip()}" if option and option.strip() else \
+        f"{OPS_OPTION} unset: {OPS_FAMILIES}"
+    lines = [
+        "/* tinyship_runner_config.h - autogenerated by firmware/scripts/select_model.py,"
+        " do not edit. */",
+        "#ifndef TINYSHIP_RUNNER_CONFIG_H",
+        "#define TINYSHIP_RUNNER_CONFIG_H",
+        "",
+        f"/* Op resolver of env '{env_name}': the operators of model {model.version},"
+        f" then {source}. */",
+        f"/* {', '.join(ops)} */",
+        f"#define TINYSHIP_RESOLVER_OP_COUNT {len(ops)}",
+        "/* Their TFLite BuiltinOperator numbers, in registration order (ts_config_t.ops). */",
+        "#define TINYSHIP_RESOLVER_OP_IDS {" + ", ".join(f"{OP_IDS[op]}u" for op in ops) + "}",
+        f"/* Tensor arena bytes: model {model.version} needs {model.arena_bytes}"
+        f" ({ARENA_OPTION} raises it). */",
+        f"#define TINYSHIP_RUNNER_ARENA_BYTES {arena}",
+        "",
+        "/* Registers those operators; 0, else the 1-based index of the one that failed. */",
+        "template <typename Resolver>",
+        "inline int tinyship_register_resolver_ops(Resolver &resolver) {",
+        regs,
+        "  return 0;",
+        "}",
+        "",
+        "#endif /* TINYSHIP_RUNNER_CONFIG_H */",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ model slots --
+#: ``custom_tinyship_slot_bytes``: bytes of each of the two model slots (unset or 0: none).
+SLOT_OPTION = "custom_tinyship_slot_bytes"
+SLOTS_CONFIG = "tinyship_slots_config.h"
+#: The ESP32 slot partition (firmware/esp32s3/partitions.csv): its label and its type, an
+#: application-defined partition type (ESP-IDF reserves 0x00-0x3F, apps use 0x40-0xFE).
+SLOT_PARTITION_LABEL = "tsslots"
+SLOT_PARTITION_TYPE = 0x40
+#: The core's headers the slot image size comes from (firmware/SLOTS.md, "Slot image").
+CORE_SRC_DIR = "firmware/lib/tinyship_core/src"
+
+
+class SlotBoard(NamedTuple):
+    """A board with a flash HAL (firmware/src/flash_*.cpp): where its slots live."""
+
+    sector_bytes: int
+    program_unit: int
+    #: "image": a const region in the firmware image (mbed boards); "partition": the
+    #: ESP-IDF data partition SLOT_PARTITION_LABEL
+    where: str
+    #: image: bytes the firmware image may take; partition: the board's flash bytes
+    limit_bytes: int
+    limit_source: str
+
+
+#: PlatformIO board -> its slot storage (firmware/README.md, "Model slots on the boards").
+SLOT_BOARDS: Mapping[str, SlotBoard] = {
+    "nano33ble": SlotBoard(
+        4096, 4, "image", 0xF0000,
+        "the sketch region of the Nano 33 BLE (0x10000-0x100000: the mbed core's linker"
+        " script, PlatformIO's upload.maximum_size)"),
+    "nanorp2040connect": SlotBoard(
+        4096, 256, "image", 2 * 1024 * 1024,
+        "PlatformIO's upload.maximum_size for the Nano RP2040 Connect (2 MiB; the board's"
+        " flash and the core's linker script have 16 MiB)"),
+    "esp32-s3-devkitc-1": SlotBoard(
+        4096, 1, "partition", 8 * 1024 * 1024, "the 8 MiB flash of the ESP32-S3-DevKitC-1-N8"),
+}
+
+
+class Partition(NamedTuple):
+    name: str
+    type: str
+    offset: int
+    size: int
+
+
+def _int_value(text: str) -> int:
+    text = text.strip()
+    scale = 1
+    if text[-1:].upper() in ("K", "M"):
+        scale = 1024 if text[-1].upper() == "K" else 1024 * 1024
+        text = text[:-1]
+    return int(text, 0) * scale
+
+
+def read_partitions(path: Path) -> list[Partition]:
+    """The rows of an ESP-IDF partition CSV (name, type, subtype, offset, size, flags). Rows
+    without an offset follow the previous one (aligned as gen_esp32part.py does: 64 KiB
+    for app partitions, 4 KiB otherwise)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SelectModelError(f"cannot read the partition table {path}: {exc}") from exc
+    rows: list[Partition] = []
+    cursor = 0x9000  # after the partition table at 0x8000 (CONFIG_PARTITION_TABLE_OFFSET)
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = [f.strip() for f in (line + ",,,,").split(",")]
+        try:
+            align = 0x10000 if fields[1] == "app" else 0x1000
+            offset = _int_value(fields[3]) if fields[3] else -(-cursor // align) * align
+            size = _int_value(fields[4])
+        except (ValueError, IndexError) as exc:
+            raise SelectModelError(f"{path}:{number}: cannot read offset/size ({exc})") from exc
+        rows.append(Partition(fields[0], fields[1], offset, size))
+        cursor = offset + size
+    return rows
+
+
+def _core_define(project_dir: Path, header: str, name: str) -> int:
+    path = project_dir / CORE_SRC_DIR / header
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SelectModelError(f"cannot read {path}: {exc}") from exc
+    match = re.search(rf"^\s*#define\s+{name}\s+(\d+)u?\b", text, re.MULTILINE)
+    if not match:
+        raise SelectModelError(f"{path} does not define {name}")
+    return int(match.group(1))
+
+
+def _header_int(text: str, pattern: str, what: str, path: Path) -> int:
+    match = re.search(pattern, text, re.MULTILINE)
+    if not match:
+        raise SelectModelError(f"{path} does not give {what}")
+    return int(match.group(1))
+
+
+def slot_image_bytes(project_dir: Path, model: ModelVersion, ops: Sequence[str],
+                     data_h: Path, data_cc: Path) -> tuple[int, int]:
+    """(header bytes, model bytes) of the embedded model's slot image as an installer builds
+    it: the header of SLOTS.md (fixed part, 2 bytes per model operator, the golden vectors
+    that fit one SLOT_BEGIN payload, padded to 16) then the flatbuffer."""
+    fixed = _core_define(project_dir, "ts_slot_image.h", "TS_SLOT_IMAGE_FIXED_LEN")
+    begin_max = _core_define(project_dir, "tinyship_core.h", "TS_MAX_PAYLOAD")
+    header = data_h.read_text(encoding="utf-8", errors="replace")
+    in_bytes = _header_int(header, r"^#define TINYSHIP_MODEL_INPUT_SIZE (\d+)", "the input size",
+                           data_h)
+    out_bytes = _header_int(header, r"^#define TINYSHIP_MODEL_OUTPUT_SIZE (\d+)",
+                            "the output size", data_h)
+    golden = _header_int(header, r"^#define TINYSHIP_GOLDEN_COUNT (\d+)", "the golden count",
+                         data_h)
+    body = _header_int(data_cc.read_text(encoding="utf-8", errors="replace"),
+                       r"tinyship_model_data_len\s*=\s*(\d+)", "the model length", data_cc)
+    room = begin_max // 16 * 16 - fixed - 2 * len(ops)
+    per = in_bytes + out_bytes
+    fits = golden if per == 0 else max(0, min(golden, room // per))
+    return -(-(fixed + 2 * len(ops) + fits * per) // 16) * 16, body
+
+
+def check_slots(*, env_name: str, board: str, slot_bytes: int | None, model: ModelVersion,
+                image: tuple[int, int] | None, partitions: Path | None) -> int:
+    """Refuse slots the board cannot hold; returns the slot bytes (0: no slots). ``image`` is
+    (header, model) bytes of the embedded model's slot image (:func:`slot_image_bytes`)."""
+    if not slot_bytes:
+        return 0
+    spec = SLOT_BOARDS.get(board)
+    if spec is None:
+        raise SelectModelError(
+            f"env '{env_name}': {SLOT_OPTION} = {slot_bytes}, but board '{board}' has no flash"
+            f" HAL for model slots (boards with one: {', '.join(sorted(SLOT_BOARDS))});"
+            f" remove {SLOT_OPTION}")
+    sector = spec.sector_bytes
+    if slot_bytes < 2 * sector or slot_bytes % sector:
+        raise SelectModelError(
+            f"env '{env_name}': {SLOT_OPTION} = {slot_bytes} must be a multiple of the"
+            f" board's {sector}-byte flash sector and at least two sectors (the last one holds"
+            " the slot's trailer flags)")
+    need = 2 * slot_bytes
+    if spec.where == "image":
+        body = image[1] if image else 0
+        if need + body > spec.limit_bytes:
+            raise SelectModelError(
+                f"env '{env_name}': two model slots of {slot_bytes} bytes ({need} bytes) and the"
+                f" embedded model ({body} bytes) do not fit {spec.limit_source}:"
+                f" {spec.limit_bytes} bytes, before the firmware's own code; lower"
+                f" {SLOT_OPTION}")
+    else:
+        if partitions is None:
+            raise SelectModelError(
+                f"env '{env_name}': {SLOT_OPTION} needs board_build.partitions naming a"
+                f" partition table with a '{SLOT_PARTITION_LABEL}' partition of type"
+                f" 0x{SLOT_PARTITION_TYPE:02x} (firmware/esp32s3/partitions.csv)")
+        rows = read_partitions(partitions)
+        for row in rows:
+            if row.offset + row.size > spec.limit_bytes:
+                raise SelectModelError(
+                    f"{partitions}: partition '{row.name}' ends at 0x{row.offset + row.size:x},"
+                    f" beyond {spec.limit_source} ({spec.limit_bytes} bytes)")
+        slots = [r for r in rows if r.name == SLOT_PARTITION_LABEL]
+        if not slots:
+            raise SelectModelError(
+                f"{partitions} has no '{SLOT_PARTITION_LABEL}' partition for the model slots of"
+                f" env '{env_name}'")
+        row = slots[0]
+        try:
+            ptype = int(row.type, 0)
+        except ValueError:
+            ptype = -1
+        if ptype != SLOT_PARTITION_TYPE or row.offset % sector:
+            raise SelectModelError(
+                f"{partitions}: partition '{row.name}' must have type"
+                f" 0x{SLOT_PARTITION_TYPE:02x} and an offset on a {sector}-byte sector"
+                f" (type {row.type}, offset 0x{row.offset:x})")
+        if row.size < need:
+            raise SelectModelError(
+                f"env '{env_name}': two model slots of {slot_bytes} bytes ({need} bytes) do not"
+                f" fit partition '{row.name}' of {partitions} ({row.size} bytes); enlarge it"
+                f" or lower {SLOT_OPTION}")
+    if image is not None:
+        capacity = slot_bytes - sector
+        header, body = image
+        if header + body > capacity:
+            raise SelectModelError(
+                f"env '{env_name}': the embedded model {model.version} does not fit a model"
+                f" slot: its slot image is {header + body} bytes (header {header} + model"
+                f" {body}), a slot of {slot_bytes} bytes holds {capacity} (one {sector}-byte"
+                f" sector is the trailer); raise {SLOT_OPTION} to at least"
+                f" {-(-(header + body) // sector) * sector + sector}")
+    return slot_bytes
+
+
+def render_slots_config(*, env_name: str, board: str, slot_bytes: int) -> str:
+    """Text of ``tinyship_slots_config.h``, read by the board's flash HAL."""
+    lines = [
+        "/* tinyship_slots_config.h - autogenerated by firmware/scripts/select_model.py,"
+        " do not edit. */",
+        "#ifndef TINYSHIP_SLOTS_CONFIG_H",
+        "#define TINYSHIP_SLOTS_CONFIG_H",
+        "",
+        f"/* Bytes of each of the two model slots of env '{env_name}' (board '{board}',"
+        f" {SLOT_OPTION}); 0: no slots. A plain number: the mbed boards' slot region is"
+        " emitted by the assembler. */",
+        f"#define TINYSHIP_SLOT_BYTES {slot_bytes}",
+        "/* The ESP32 slot partition (board_build.partitions). */",
+        f'#define TINYSHIP_SLOT_PARTITION_LABEL "{SLOT_PARTITION_LABEL}"',
+        f"#define TINYSHIP_SLOT_PARTITION_TYPE 0x{SLOT_PARTITION_TYPE:02x}",
+        "",
+        "#endif /* TINYSHIP_SLOTS_CONFIG_H */",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+class EnvOptions(NamedTuple):
+    """The env's slot and op-resolver settings, as platformio.ini gives them."""
+
+    board: str = ""
+    slot_bytes: int | None = None
+    ops: str | None = None
+    arena_bytes: int | None = None
+    partitions: Path | None = None
+
+
+def _option_int(env_name: str, name: str, value: object) -> int | None:
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    try:
+        return _int_value(text)
+    except ValueError:
+        raise SelectModelError(f"env '{env_name}': {name} = '{text}' is not an integer"
+                               " (bytes, e.g. 131072, 0x20000 or 128K)") from None
+
+
+def env_options(env_name: str, options: Mapping[str, object], project_dir: Path) -> EnvOptions:
+    """:class:`EnvOptions` from the env's raw options (names as in platformio.ini)."""
+    partitions = str(options.get("board_build.partitions") or "").strip()
+    ops = options.get(OPS_OPTION)
+    if isinstance(ops, (list, tuple)):
+        ops = ",".join(str(o) for o in ops)
+    return EnvOptions(
+        board=str(options.get("board") or "").strip(),
+        slot_bytes=_option_int(env_name, SLOT_OPTION, options.get(SLOT_OPTION)),
+        ops=None if ops is None else str(ops),
+        arena_bytes=_option_int(env_name, ARENA_OPTION, options.get(ARENA_OPTION)),
+        partitions=(project_dir / partitions) if partitions else None,
+    )
 
 
 def _pyproject_version(text: str) -> str:
@@ -460,18 +897,31 @@ def prepare_build(
     environ: Mapping[str, str],
     now: _dt.datetime | None = None,
     env_spec: Any = None,
+    options: EnvOptions | None = None,
 ) -> BuildSelection:
     """Everything the pre-build step does, without SCons. ``env_spec`` (the env as
     platformio.ini declares it, a ``tflm_libraries.EnvSpec``; PlatformIO builds always pass
-    it) has its TFLM library checked first (:func:`check_library`)."""
+    it) has its TFLM library checked first (:func:`check_library`). ``options``: the env's
+    slot and op-resolver settings (:func:`env_options`; unset: no slots, the op resolver
+    of :data:`FAMILY_OPS`, the model's arena)."""
     library = None
     if env_spec is not None:
         library = check_library(project_dir, env_spec)
+    opts = options or EnvOptions()
+    board = opts.board or (str(env_spec.board) if env_spec is not None else "")
     registry = registry_dir(project_dir, environ)
     version = resolve_version(registry, environ.get("TINYSHIP_MODEL"))
     model = load_model(registry, version)
     check_profile(env_name, env_profile, model, library)
     sources = check_model_files(model)
+    embedded = model_ops(model, sources[2])
+    ops = resolver_ops(env_name, env_profile, opts.ops, model, embedded)
+    arena = arena_bytes(env_name, model, opts.arena_bytes)
+    image = None
+    if opts.slot_bytes:
+        image = slot_image_bytes(project_dir, model, embedded, sources[0], sources[1])
+    slot_bytes = check_slots(env_name=env_name, board=board, slot_bytes=opts.slot_bytes,
+                             model=model, image=image, partitions=opts.partitions)
     firmware = firmware_version(project_dir, environ)
     mlperf = mlperf_model(project_dir, environ)
     out_dir = build_dir / GENERATED_DIR
@@ -494,7 +944,13 @@ def prepare_build(
         build_time=now or _dt.datetime.now(_dt.timezone.utc),  # noqa: UP017 (PlatformIO may run Python < 3.11),
     )
     _write_if_changed(header, text.encode("ascii"))
-    return BuildSelection(model, out_dir, tuple(copied), header)
+    runner = out_dir / RUNNER_CONFIG
+    _write_if_changed(runner, render_runner_config(
+        env_name=env_name, model=model, ops=ops, option=opts.ops, arena=arena).encode("ascii"))
+    slots = out_dir / SLOTS_CONFIG
+    _write_if_changed(slots, render_slots_config(
+        env_name=env_name, board=board, slot_bytes=slot_bytes).encode("ascii"))
+    return BuildSelection(model, out_dir, tuple(copied), header, runner, slots, ops, slot_bytes)
 
 
 def _run_in_scons() -> None:  # pragma: no cover - needs PlatformIO
@@ -534,6 +990,10 @@ def _run_in_scons() -> None:  # pragma: no cover - needs PlatformIO
         idf_manifest_path=str(manifest),
     )
     try:
+        options = env_options(env_name, {
+            name: option(name, None)
+            for name in ("board", SLOT_OPTION, OPS_OPTION, ARENA_OPTION, "board_build.partitions")
+        }, project_dir)
         selection = prepare_build(
             project_dir=project_dir,
             build_dir=Path(env.subst("$BUILD_DIR")),
@@ -541,6 +1001,7 @@ def _run_in_scons() -> None:  # pragma: no cover - needs PlatformIO
             env_profile=profile,
             environ=os.environ,
             env_spec=spec,
+            options=options,
         )
     except SelectModelError as exc:
         sys.stderr.write(f"tinyship: error: {exc}\n")
@@ -551,7 +1012,9 @@ def _run_in_scons() -> None:  # pragma: no cover - needs PlatformIO
     env.BuildSources(os.path.join("$BUILD_DIR", "tinyship_model"), gen)
     print(
         f"tinyship: env {env_name} ({profile}) embeds model {selection.model.version}"
-        f" ({selection.model.profile}, sha256 {selection.model.sha256[:12]}...)"
+        f" ({selection.model.profile}, sha256 {selection.model.sha256[:12]}...); op resolver:"
+        f" {', '.join(selection.ops)}; model slots:"
+        f" {f'2 x {selection.slot_bytes} bytes' if selection.slot_bytes else 'none'}"
     )
 
 

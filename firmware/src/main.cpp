@@ -1,8 +1,10 @@
 // main.cpp - thin Arduino glue: wires the portable core (tinyship_core) to
-// Serial, micros() and the TFLM model runner (tinyship_runner). All protocol
-// logic lives in the core; all TFLM code lives in the runner.
+// Serial, micros(), the TFLM model runner (tinyship_runner) and the board (tinyship_board.h:
+// model-slot flash HAL, device id, reset). All protocol logic, and with model slots the
+// choice of the model to run, lives in the core; all TFLM code lives in the runner.
 #include <Arduino.h>
 
+#include "tinyship_board.h"
 #include "tinyship_core.h"
 #include "tinyship_model_data.h"  // generated, copied by firmware/scripts/select_model.py
 #include "tinyship_runner.h"
@@ -59,6 +61,11 @@
 #ifndef TINYSHIP_MLPERF_MODEL
 #define TINYSHIP_MLPERF_MODEL TS_MLPERF_MODEL_DEFAULT
 #endif
+// Before a reset (REBOOT, SLOT_REVERT) the core has replied and flushed Serial; on USB CDC
+// that hands the bytes to the USB stack, which still has to send them: wait this long.
+#ifndef TINYSHIP_RESET_DELAY_MS
+#define TINYSHIP_RESET_DELAY_MS 50
+#endif
 
 namespace {
 
@@ -90,6 +97,7 @@ ts_status_t g_core_status = TS_OK;
 tinyship::ModelRunner g_runner;
 bool g_serial_was_open = false;
 uint32_t g_last_error_ms = 0;
+uint8_t g_device_id[TS_MAX_DEVICE_ID];
 
 // --------------------------------------------------------------- callbacks --
 
@@ -110,6 +118,38 @@ ts_status_t infer_cb(void *, const int8_t *in, size_t in_len, int8_t *out, size_
   return g_runner.infer(in, in_len, out, out_len) == tinyship::RunnerStatus::kOk
              ? TS_OK
              : TS_ERR_INFERENCE_FAILED;
+}
+
+// With model slots the core picks the model at boot (a slot's, in place in flash, or the
+// factory model) and has the runner load it; a model that does not load fails the trial.
+ts_status_t load_model_cb(void *, const uint8_t *model, size_t len, ts_model_io_t *io) {
+  if (io == nullptr) return TS_ERR_INVALID_ARGUMENT;
+  *io = ts_model_io_t{};
+  const bool factory = model == tinyship_model_data;
+  // The factory model's bytes failed their CRC at boot: never hand them to TFLM.
+  if (factory && !g_runner.crc_ok()) return TS_ERR_MODEL_INVALID;
+  const tinyship::RunnerStatus rs =
+      g_runner.load(model, len, factory ? static_cast<size_t>(TINYSHIP_MODEL_INPUT_SIZE) : 0u,
+                    factory ? static_cast<size_t>(TINYSHIP_MODEL_OUTPUT_SIZE) : 0u);
+  if (rs != tinyship::RunnerStatus::kOk) {
+    Serial.print("tinyship: model runner: ");
+    Serial.println(tinyship::runner_status_str(rs));
+    return TS_ERR_MODEL_INVALID;
+  }
+  static_assert(sizeof(io->input_shape) / sizeof(io->input_shape[0]) == tinyship::kMaxDims,
+                "ts_model_io_t and the runner disagree on the largest rank");
+  io->input_rank = static_cast<uint32_t>(g_runner.input_dims(io->input_shape, tinyship::kMaxDims));
+  io->output_rank =
+      static_cast<uint32_t>(g_runner.output_dims(io->output_shape, tinyship::kMaxDims));
+  io->arena_used = static_cast<uint32_t>(g_runner.arena_used_bytes());
+  return io->input_rank != 0u && io->output_rank != 0u ? TS_OK : TS_ERR_MODEL_INVALID;
+}
+
+// REBOOT / SLOT_REVERT: the reply is out of the core (flushed); let USB deliver it.
+void reset_cb(void *) {
+  Serial.flush();
+  delay(TINYSHIP_RESET_DELAY_MS);
+  tinyship::board_reset();
 }
 
 #if defined(ARDUINO_ARCH_ESP32)
@@ -170,9 +210,18 @@ void setup() {
   while (!Serial && millis() - t0 < 2000u) {
   }
 
-  const tinyship::RunnerStatus rs = g_runner.begin();
-  if (rs != tinyship::RunnerStatus::kOk) {
+  // Model slots (nullptr: this board or env has none, or its flash is not usable: `why`).
+  const char *why = nullptr;
+  const ts_flash_t *flash = tinyship::board_flash(&why);
+  if (why != nullptr) {
     // Text line (never contains 0x00): visible on a monitor, skipped by hosts.
+    Serial.print("tinyship: model slots off: ");
+    Serial.println(why);
+  }
+  // Without slots the factory model is loaded here; with slots the core loads the model it
+  // chooses (load_model_cb), so only the factory CRC is checked and the operators registered.
+  const tinyship::RunnerStatus rs = flash != nullptr ? g_runner.prepare() : g_runner.begin();
+  if (rs != tinyship::RunnerStatus::kOk) {
     Serial.print("tinyship: model runner: ");
     Serial.println(tinyship::runner_status_str(rs));
   }
@@ -212,12 +261,24 @@ void setup() {
   // the reference's rounding. An env whose kernels are shown to round otherwise
   // may set -D TINYSHIP_GOLDEN_TOLERANCE_LSB=1.
   cfg.golden_tolerance_lsb = TINYSHIP_GOLDEN_TOLERANCE_LSB;
+  const size_t id_len = tinyship::board_device_id(g_device_id, sizeof(g_device_id));
+  cfg.device_id = id_len != 0u ? g_device_id : nullptr;
+  cfg.device_id_len = static_cast<uint32_t>(id_len);
+  cfg.ops = g_runner.op_ids();
+  cfg.n_ops = static_cast<uint32_t>(g_runner.op_count());
+  cfg.flash = flash;
+  if (flash != nullptr) {
+    cfg.factory_model = tinyship_model_data;
+    cfg.factory_model_len = static_cast<uint32_t>(tinyship_model_data_len);
+  }
 
   ts_platform_t platform = {};
   platform.write = write_cb;
   platform.micros = micros_cb;
   platform.infer = infer_cb;
   platform.flush = flush_cb;
+  platform.load_model = load_model_cb;
+  if (tinyship::kBoardCanReset) platform.reset = reset_cb;
 #if defined(ARDUINO_ARCH_ESP32)
   if (g_prefs.begin("tinyship", false)) {
     platform.storage_read = storage_read_cb;

@@ -4,8 +4,8 @@
  * The core reaches a board's internal flash only through this table: erase one
  * sector, program whole program units, and a memory-mapped view of each slot (TFLM
  * runs a slot's model in place from it). Each board's glue implements it
- * (firmware/src/flash_*.cpp: mbed::FlashIAP on nano33ble and the RP2040 env,
- * esp_partition_* on esp32s3); the virtual board implements it over its NOR
+ * (firmware/src/flash_*.cpp: mbed::FlashIAP on nano33ble, pico-sdk flash_range_*
+ * with interrupts off on the RP2040 env, esp_partition_* on esp32s3); the virtual board implements it over its NOR
  * simulation. Layout and write order: firmware/SLOTS.md.
  */
 #ifndef TS_FLASH_H

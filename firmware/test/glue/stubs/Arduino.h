@@ -13,6 +13,8 @@ extern uint32_t g_stub_micros;
 
 inline uint32_t micros() { return g_stub_micros; }
 inline uint32_t millis() { return g_stub_micros / 1000u; }
+// The virtual clock advances instead of sleeping (main.cpp waits before a reset).
+inline void delay(unsigned long ms) { g_stub_micros += static_cast<uint32_t>(ms * 1000u); }
 
 class StubSerial {
  public:
