@@ -456,3 +456,15 @@ def test_glue_with_slots_refuses_what_the_firmware_cannot_run(
     lines = _glue_with_slots(sm, tmp_path, _slot_image("v0042", profile, ops=ops))
     assert lines["INSTALL"].startswith(f"begin=ff:{code} ")
     assert lines["RUN1"].startswith("running=0/0 ") and "model=v0001" in lines["RUN1"]
+
+
+def test_the_virtual_board_registers_the_operators_a_board_build_does(sm: ModuleType) -> None:
+    """One default op list: select_model.py's FAMILY_OPS (measured there) and the host's."""
+    from tinyship.device import slot_image
+    from tinyship.device.virtual.board import firmware_ops
+
+    assert slot_image.FAMILY_OPS == sm.FAMILY_OPS
+    assert {k: v for k, v in slot_image.OP_IDS.items() if k in sm.OP_IDS} == dict(sm.OP_IDS)
+    ids = firmware_ops("tflm-arduino-2023", ["FULLY_CONNECTED", "MEAN"])
+    assert ids == sorted(slot_image.OP_IDS[n] for n in sm.FAMILY_OPS)  # MEAN excluded
+    assert slot_image.OP_IDS["MEAN"] in firmware_ops("tflm-current", ["MEAN"])

@@ -70,6 +70,15 @@ OP_IDS: dict[str, int] = {
 }
 OP_NAMES: dict[int, str] = {v: k for k, v in OP_IDS.items()}
 
+#: The operators of every model family tinyship trains, which a board's op resolver
+#: registers by default besides its factory model's (`firmware/scripts/select_model.py`
+#: FAMILY_OPS, where they were measured; tests keep the two equal). The virtual board
+#: registers the same.
+FAMILY_OPS: tuple[str, ...] = (
+    "FULLY_CONNECTED", "CONV_2D", "RESHAPE", "EXPAND_DIMS", "SQUEEZE", "RELU", "RELU6",
+    "TANH", "SOFTMAX",
+)
+
 #: Bytes per element of the manifest's tensor dtypes.
 _DTYPE_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "int32": 4, "float32": 4}
 

@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 import tty
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -180,18 +181,20 @@ def load_firmware(registry_root: Path, ref: str | None) -> Firmware:
     )
 
 
-def firmware_ops(profile: str) -> list[int]:
-    """Operator ids the virtual firmware's op resolver registers: every operator its
-    profile supports (the ops of every model family tinyship trains), as the boards'
-    runner does; a slot model needing another is refused."""
-    from tinyship.device.slot_image import OP_IDS
+def firmware_ops(profile: str, factory_ops: Sequence[str] = ()) -> list[int]:
+    """Operator ids the virtual firmware's op resolver registers, as a board's default
+    build does: the factory model's operators and those of every model family tinyship
+    trains (`slot_image.FAMILY_OPS`), less what the profile cannot run bit-exactly. A slot
+    model needing another operator is refused."""
+    from tinyship.device.slot_image import FAMILY_OPS, OP_IDS
     from tinyship.profiles import get_profile
 
     try:
         supported = get_profile(profile).supported_ops
     except KeyError:
         supported = frozenset(OP_IDS)
-    return sorted(OP_IDS[name] for name in supported if name in OP_IDS)
+    names = dict.fromkeys([*factory_ops, *FAMILY_OPS])
+    return sorted(OP_IDS[n] for n in names if n in OP_IDS and n in supported)
 
 
 class VirtualClock:
@@ -528,7 +531,8 @@ class VirtualBoard:
         keep: list[Any] = [strings, in_arr, out_arr, gi, go, dev_arr]
         if self.flash is not None:
             factory = (ctypes.c_uint8 * len(flash)).from_buffer_copy(bytes(flash))
-            ops = firmware_ops(str(fw.manifest.get("profile", "")))
+            ops = firmware_ops(str(fw.manifest.get("profile", "")),
+                               [str(o) for o in m.get("ops", [])])
             ops_arr = (ctypes.c_uint16 * max(1, len(ops)))(*ops)
             cfg.flash = ctypes.pointer(self.flash.struct)
             cfg.factory_model = ctypes.cast(factory, ctypes.POINTER(ctypes.c_uint8))
