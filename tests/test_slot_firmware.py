@@ -2,7 +2,11 @@
 (firmware/lib/tinyship_core/src/ts_slot_state.*: table and exhaustive invariants,
 `make slot-test`) and the slot image header (ts_slot_image.*: every field and refusal,
 truncated and garbage headers, fuzzed bytes, `make slot-image-test`), both under the
-sanitizers, and their Cortex-M0+/M4 builds (`make slot-arm`, `make slot-image-arm`).
+sanitizers, and their Cortex-M0+/M4 builds (`make slot-arm`, `make slot-image-arm`); the
+core's slot commands and boot end to end over a strict write-once NOR simulator
+(firmware/test/host/test_core_slots.cpp: install, every refusal with the flash unchanged,
+trial / confirm / revert, health check, factory model, flash failures, power-cut sweep,
+`make slot-core-test`).
 
 Skips with a reason when make or a compiler is missing; TINYSHIP_REQUIRE_ARM=1 turns the
 arm skip into a failure, as in tests/test_firmware.py.
@@ -50,6 +54,17 @@ def test_slot_image_parse_check_and_fuzz() -> None:
     m = re.search(r"test_slot_image: (\d+) checks, (\d+) failures \((\d+) fuzz", proc.stdout)
     assert m, proc.stdout
     assert int(m.group(1)) > 100_000 and m.group(2) == "0" and int(m.group(3)) >= 100_000
+
+
+def test_core_slot_commands_boot_and_power_cuts() -> None:
+    _need(os.environ.get("CXX", "g++"))
+    proc = _make("slot-core-test")
+    m = re.search(r"test_core_slots: (\d+) checks, (\d+) failures \((\d+) power cuts\)",
+                  proc.stdout)
+    assert m, proc.stdout
+    # Every scenario with the three program units; an exhaustive sweep (before and torn at
+    # each flash operation of install, trial boot, confirm and revert) and 1,000 random cuts.
+    assert int(m.group(1)) > 10_000 and m.group(2) == "0" and int(m.group(3)) >= 1_000
 
 
 @pytest.mark.parametrize(("target", "stem"), [("slot-arm", "ts_slot_state"),

@@ -12,6 +12,7 @@ constexpr uint32_t kBootAttempts = 3;  // each failed attempt revokes a slot: 2 
 constexpr uint8_t kNoSlot = 0xFFu;
 constexpr size_t kSlotRecordBytes = 68;
 constexpr size_t kSlotInfoFixed = 44 + 2 * kSlotRecordBytes;
+constexpr uint8_t kStateTrial = 6;  // SLOT_INFO: the slot running now as a trial
 
 const ts_flash_t &flash(const ts_core *c) { return *c->cfg.flash; }
 
@@ -103,7 +104,9 @@ void run_factory(ts_core *c) {
 
 // One boot decision over both slots, with its flag writes done in order. Returns the
 // decision; *tried_ok is false when a trial's `tried` write failed (the trial must not run).
-ts_boot_decision decide(ts_core *c, bool *tried_ok) {
+// Slots in `skip` (bit per slot) failed to load in this boot although confirmed: they
+// count as invalid for the rest of it, without a write (they are tried again next boot).
+ts_boot_decision decide(ts_core *c, uint32_t skip, bool *tried_ok) {
   ts_slot_flags fl[TS_FLASH_SLOTS];
   for (uint32_t s = 0; s < TS_FLASH_SLOTS; ++s) {
     if (ts_store_read(c->cfg.flash, s, &c->limits, &c->rec) == 0) {
@@ -111,6 +114,7 @@ ts_boot_decision decide(ts_core *c, bool *tried_ok) {
     } else {
       fl[s] = ts_slot_flags{};  // unmapped: commit UNSET, never booted
     }
+    if ((skip >> s) & 1u) fl[s].crc_ok = 0;
   }
   ts_boot_decision d{};
   *tried_ok = true;
@@ -158,18 +162,22 @@ void boot_model(ts_core *c) {
   c->limits.input_bytes = TS_MAX_INPUT_BYTES;
   c->limits.output_bytes = TS_MAX_PAYLOAD - 6u;
   c->limits.slot_bytes = ts_store_capacity(c->cfg.flash);
-  // Each failed health check revokes the slot it tried, so the next decision differs.
+  // Each failed attempt takes its slot out of the next decision: a trial is revoked (never
+  // run again), a confirmed slot is only skipped for this boot (the boot code never revokes
+  // a confirmed slot, so the last confirmed model survives a transient failure).
+  uint32_t skip = 0;
   for (uint32_t attempt = 0; attempt < kBootAttempts; ++attempt) {
     bool tried_ok = true;
-    const ts_boot_decision d = decide(c, &tried_ok);
+    const ts_boot_decision d = decide(c, skip, &tried_ok);
     if (d.source == TS_BOOT_FACTORY) break;
     const uint32_t slot = d.source == TS_BOOT_SLOT_A ? TS_SLOT_A : TS_SLOT_B;
     if (tried_ok && ts_store_read(c->cfg.flash, slot, &c->limits, &c->rec) == 0 &&
         c->rec.flags.crc_ok == 1u && run_slot(c, slot, d.mode)) {
       return;
     }
-    // A trial that could not be recorded, or a failed health check: never run it again.
-    (void)ts_store_set(c->cfg.flash, slot, TS_UNIT_REVOKED);
+    skip |= 1u << slot;
+    // A trial that could not be recorded, or failed its health check: never run it again.
+    if (d.mode == TS_BOOT_TRIAL) (void)ts_store_set(c->cfg.flash, slot, TS_UNIT_REVOKED);
     c->cfg = c->factory_cfg;
   }
   run_factory(c);
@@ -218,6 +226,12 @@ void handle_slot_info(ts_core *c, const Packet &req) {
   put_le32(pl + 40, c->limits.output_bytes);
   for (uint32_t s = 0; s < TS_FLASH_SLOTS; ++s) {
     if (ts_store_read(&f, s, &c->limits, &c->rec) != 0) c->rec = ts_slot_record{};
+    // The running trial's flags read "tried, not confirmed" (class FAILED, which is what
+    // the next boot will make of them): report what it is now.
+    if (c->running_mode == TS_RUNNING_TRIAL && c->running_source == s + 1u &&
+        c->rec.state == TS_SLOT_FAILED) {
+      c->rec.state = kStateTrial;
+    }
     put_slot_record(pl + 44 + s * kSlotRecordBytes, c->rec);
   }
   size_t n = kSlotInfoFixed;
@@ -261,7 +275,10 @@ void handle_begin(ts_core *c, const Packet &req) {
     send_error(c, TS_ERR_SLOT_HEADER, req.cmd, req.seq);
     return;
   }
-  const ts_status_t refusal = image_refusal(ts_slot_image_check(&h, &c->limits));
+  ts_status_t refusal = image_refusal(ts_slot_image_check(&h, &c->limits));
+  if (refusal == TS_OK && (h.input_bytes == 0u || h.output_bytes == 0u)) {
+    refusal = TS_ERR_SLOT_SHAPE;  // no tensor: the health check could never pass
+  }
   if (refusal != TS_OK) {
     send_error(c, refusal, req.cmd, req.seq);
     return;
@@ -376,6 +393,14 @@ void handle_end(ts_core *c, const Packet &req) {
   if (ts_store_set(&f, c->inst_slot, TS_UNIT_COMMIT) != 0) {  // the commit point
     send_error(c, TS_ERR_FLASH, req.cmd, req.seq);
     return;
+  }
+  // The new model supersedes an untried one in the other slot: revoke it, so that reverting
+  // the new model brings back the previous *confirmed* model (or the factory model), never
+  // an older one as a trial. Best effort: after a power cut right here both are pending and
+  // the newer one still boots first.
+  const uint32_t other = 1u - c->inst_slot;
+  if (ts_store_read(&f, other, nullptr, &c->rec) == 0 && c->rec.state == TS_SLOT_PENDING) {
+    (void)ts_store_set(&f, other, TS_UNIT_REVOKED);
   }
   uint8_t *pl = c->tx + TS_HEADER_SIZE;
   pl[0] = c->inst_slot;
