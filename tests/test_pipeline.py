@@ -237,7 +237,8 @@ def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
 def test_device_side_commands_do_not_import_tensorflow_or_sklearn() -> None:
     code = (
         "import sys, tinyship, tinyship.cli, tinyship.registry, tinyship.config, "
-        "tinyship.cli.registry_cmd, tinyship.convert.tflite_info, tinyship.convert.runtimes\n"
+        "tinyship.cli.registry_cmd, tinyship.convert.tflite_info, tinyship.convert.runtimes, "
+        "tinyship.device.slots, tinyship.device.slot_image\n"
         "from tinyship.cli import cli\n"
         "for name in list(__import__('tinyship.cli', fromlist=['COMMANDS']).COMMANDS):\n"
         "    if name != 'train':\n"

@@ -543,3 +543,18 @@ def test_ctypes_mirror_matches_the_c_structs() -> None:
     assert fields("ts_config") == [f[0] for f in Config._fields_]
     assert fields("ts_link") == [f[0] for f in Link._fields_]
     assert fields("ts_platform") == [f[0] for f in Platform._fields_]
+
+
+@pytest.mark.parametrize("cmd", [c for c in P.Command if 0x10 <= c <= 0x16])
+def test_core_without_slots_answers_slot_commands_as_the_codec_expects(core: Core,
+                                                                       cmd: P.Command) -> None:
+    """A core built without model slots (no `flash` in its config) answers every slot
+    command with TS_ERR_NO_SLOTS, and REBOOT, which needs the glue's reset, as an unknown
+    command; its INFO has no slot tags, so the host sees a board without slots."""
+    r = core.request(cmd, 0x30, b"\x00" * 8 if cmd == P.Command.SLOT_WRITE else b"")
+    err = P.parse_error(r.payload)
+    want = P.Status.UNKNOWN_COMMAND if cmd == P.Command.REBOOT else P.Status.NO_SLOTS
+    assert (r.cmd, r.seq, err.code, err.request_cmd, err.reason) == (
+        P.Command.ERROR, 0x30, want, cmd, P.STATUS_REASONS[want])
+    info = P.parse_info(core.request(P.Command.HELLO, 0x31).payload)
+    assert not info.has_slots and info.running is None and info.device_id is None

@@ -1,16 +1,30 @@
-"""`tinyship device`: technician commands over serial (version, statistics, link check).
+"""`tinyship device`: technician commands over serial (version, statistics, link check, model
+slots: `slots`, `load-model`, `confirm`, `revert`).
 
-No TensorFlow and no registry needed, so they start fast and work offline on a laptop.
+No TensorFlow, and no registry except for `--expect` and `load-model`, so they start fast and
+work offline on a laptop. The slot commands are thin: `tinyship.device.slots` does the work.
+Exit codes: 7 (`ModelError`) for a model the board's firmware cannot run, refused before
+anything is sent; 8 (`DeviceError`) for a board that refuses, times out or reverts a trial.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from tinyship.cli._common import echo_json, json_option, project_context, registry_options
+from tinyship.cli._common import (
+    echo_json,
+    error_json,
+    json_option,
+    project_context,
+    registry_options,
+)
+
+if TYPE_CHECKING:
+    from tinyship.device import protocol as P
+    from tinyship.device.slots import SlotClient
 
 device_option = click.option(
     "--device", "url", required=True, metavar="URL",
@@ -27,7 +41,7 @@ def _open(url: str, baud: int) -> Any:
 
 @click.group()
 def device() -> None:
-    """Talk to a board: version and model, statistics, link check."""
+    """Talk to a board: version and model, statistics, link check, model slots."""
 
 
 @device.command("info")
@@ -64,10 +78,14 @@ def info_cmd(url: str, baud: int, expect: str | None, config_path: Path | None,
     else:
         keys = ("board", "firmware_version", "model_version", "model_sha256", "profile",
                 "model_crc_check", "protocol_version", "boot_count", "reset_reason_name",
-                "uptime_us", "arena_used", "arena_size", "git_commit", "build_time")
+                "uptime_us", "arena_used", "arena_size", "git_commit", "build_time",
+                "device_id", "slot_capacity")
         for k in keys:
             if info.get(k) is not None:
                 click.echo(f"{k:18} {info[k]}")
+        running = info.get("running") or {}
+        if running:
+            click.echo(f"{'running':18} {running['source_name']} ({running['mode_name']})")
         link = info.get("link") or {}
         if link:
             extra = (f" {link.get('baud')} baud, {link.get('rx_window')}-byte receive window"
@@ -122,3 +140,202 @@ def ping_cmd(url: str, baud: int, count: int, as_json: bool) -> None:
     else:
         click.echo(f"{count} pings: min/mean/max {result['min_ms']:.2f}/{result['mean_ms']:.2f}/"
                    f"{result['max_ms']:.2f} ms, {retries} retries")
+
+
+# --- model slots ---------------------------------------------------------------------------
+
+
+def _slot_client(client: Any) -> SlotClient:
+    from tinyship.device.slots import SlotClient
+
+    return SlotClient(client)
+
+
+def _slot_line(i: int, r: P.SlotRecord) -> str:
+    from tinyship.device import protocol as P
+
+    head = f"slot {P.slot_letter(i)}"
+    if not r.has_image:
+        extra = "" if r.state == P.SlotState.EMPTY else f" (header status {r.header_status})"
+        return f"{head:12} {r.state_name}{extra}"
+    crc = "crc ok" if r.crc_ok else "CRC BAD"
+    return (f"{head:12} {r.state_name:9} {r.model_version:8} seq {r.sequence:<4} "
+            f"{r.model_bytes:,} bytes  {crc}  sha256 {r.model_sha256[:12]}")
+
+
+@device.command("slots")
+@device_option
+@baud_option
+@json_option
+def slots_cmd(url: str, baud: int, as_json: bool) -> None:
+    """Show the model slots: what runs (factory, slot A or B; confirmed or trial), each slot's
+    model and state, the flash geometry and what the firmware can run."""
+    from tinyship.device import slot_image as SI
+
+    with _open(url, baud) as client:
+        sc = _slot_client(client)
+        info = sc.info()
+        slots = sc.slot_info()
+    doc = {"board": info.board, "device_id": info.device_id,
+           "protocol_version": info.protocol_version, "model_version": info.model_version,
+           **slots.to_dict()}
+    if as_json:
+        echo_json(doc)
+        return
+    run = slots.running
+    version = f" ({info.model_version})" if info.model_version else ""
+    click.echo(f"{'running':12} {run.source_name}, {run.mode_name}{version}")
+    for i, r in enumerate(slots.slots):
+        click.echo(_slot_line(i, r))
+    g, f = slots.geometry, slots.firmware
+    erase = f", erase {g.erase_sector_us / 1000:g} ms/sector" if g.erase_sector_us else ""
+    click.echo(f"{'capacity':12} {g.slot_capacity:,} bytes per slot (sector {g.sector_bytes:,}"
+               f" B, program unit {g.program_unit} B{erase})")
+    ops = ", ".join(SI.OP_NAMES.get(o, str(o)) for o in f.ops)
+    click.echo(f"{'firmware':12} profile {f.profile}, arena {f.arena_bytes:,} B, input "
+               f"{f.input_bytes:,} B, output {f.output_bytes:,} B")
+    click.echo(f"{'operators':12} {ops or '-'}")
+    if slots.install_in_progress and slots.install_slot is not None:
+        from tinyship.device import protocol as P
+
+        click.echo(f"{'install':12} in progress into slot {P.slot_letter(slots.install_slot)}"
+                   f": {slots.install_next:,} of {slots.install_image_len:,} bytes")
+    if info.device_id:
+        click.echo(f"{'device id':12} {info.device_id}")
+
+
+@device.command("load-model")
+@device_option
+@baud_option
+@click.option("--model", "model", required=True, metavar="VERSION",
+              help="Registry version or alias to install (e.g. v0004, production).")
+@click.option("--no-reboot", is_flag=True,
+              help="Only install: the model stays pending and runs as a trial after the "
+              "board's next reset.")
+@registry_options
+@json_option
+def load_model_cmd(url: str, baud: int, model: str, no_reboot: bool,
+                   config_path: Path | None, registry_dir: Path | None, as_json: bool) -> None:
+    """Install a registry model into the board's inactive slot over serial and reboot into
+    it as a trial. A model the firmware cannot run is refused before anything is sent
+    (exit 7); keep the trial with `device confirm`, drop it with `device revert`."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    from tinyship.device.slots import IncompatibleModel, SlotError, image_from_registry
+
+    reg, _ = project_context(config_path, registry_dir)
+    version = reg.resolve(model)
+    with _open(url, baud) as client:
+        sc = _slot_client(client)
+        slots = sc.slot_info()
+        image = image_from_registry(reg, version, slots.next_sequence)
+        try:
+            sc.check_image(image, slots)  # refuse before the progress bar, before any send
+        except IncompatibleModel as e:
+            if as_json:
+                echo_json({**error_json(e), "incompatible": e.to_dict()})
+            raise
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(f"{version}: erasing", total=len(image))
+
+            def progress(phase: str, done: int, total: int) -> None:
+                words = {"erase": "erasing", "write": "writing", "verify": "verifying"}
+                bar.update(task, description=f"{version}: {words.get(phase, phase)}",
+                           completed=done, total=total)
+
+            result = sc.install(image, progress=progress, slots=slots)
+        report: dict[str, Any] = {"ok": True, "model": {"version": version,
+                                                        "sha256": result.model_sha256},
+                                  "install": result.to_dict(), "boot": None}
+        problem: str | None = None
+        if not no_reboot:
+            boot = sc.reboot_and_wait()
+            report["boot"] = boot.to_dict()
+            run = boot.running
+            if run.slot != result.slot or not run.trial:
+                rec = sc.slot_info().slots[result.slot]
+                report["slot"] = rec.to_dict()
+                problem = (f"the board did not keep {version}: its trial boot failed the "
+                           f"health check (model load or golden-vector self-test), "
+                           f"{result.slot_name} is {rec.state_name} and the board runs "
+                           f"{run.source_name} ({run.mode_name})")
+            elif boot.info.model_sha256 not in (None, result.model_sha256):
+                problem = (f"{result.slot_name} runs a model whose SHA-256 differs from "
+                           f"{version}'s")
+    if problem is not None:
+        err = SlotError(problem, hint="the board reverted to its previous model; `tinyship "
+                        "device slots` shows the slot's state")
+        if as_json:
+            echo_json({**error_json(err), **report, "ok": False})
+        raise err
+    if as_json:
+        echo_json(report)
+        return
+    util = (f", {result.link_utilization:.0%} of the link" if result.link_utilization
+            is not None else "")
+    click.echo(f"installed {version} in {result.slot_name} (sequence {result.sequence}): "
+               f"{result.image_bytes:,} bytes, erase {result.erase_s:.2f} s, write "
+               f"{result.write_s:.2f} s ({result.write_bytes_per_s:,.0f} B/s{util})")
+    if no_reboot:
+        click.echo(f"{result.slot_name} is pending: it runs as a trial after the board's "
+                   "next reset")
+        return
+    boot_doc = report["boot"]
+    test = boot_doc["self_test"] or {}
+    click.echo(f"running {boot_doc['running']['source_name']} "
+               f"({boot_doc['running']['mode_name']}): {boot_doc['model_version']}, "
+               f"self-test {test.get('status_name', '?')} ({test.get('vectors', 0)} vectors)")
+    click.echo(f"keep it: tinyship device confirm --device {url}; drop it: tinyship device "
+               f"revert --device {url}")
+
+
+@device.command("confirm")
+@device_option
+@baud_option
+@json_option
+def confirm_cmd(url: str, baud: int, as_json: bool) -> None:
+    """Keep the trial model: the board runs it across resets from now on (a confirmed slot:
+    no change). Refused when the factory model runs."""
+    with _open(url, baud) as client:
+        sc = _slot_client(client)
+        running = sc.confirm()
+        info = client.hello()
+    doc = {"ok": True, "confirmed": running.source_name, "model_version": info.model_version,
+           "model_sha256": info.model_sha256,
+           "running": None if info.running is None else info.running.to_dict()}
+    if as_json:
+        echo_json(doc)
+    else:
+        click.echo(f"confirmed {running.source_name} ({info.model_version}): it stays the "
+                   "board's model across resets")
+
+
+@device.command("revert")
+@device_option
+@baud_option
+@json_option
+def revert_cmd(url: str, baud: int, as_json: bool) -> None:
+    """Drop the running slot model (trial or confirmed): the board resets and runs the
+    previous confirmed slot, else its factory model."""
+    with _open(url, baud) as client:
+        result = _slot_client(client).revert()
+    doc = {"ok": True, **result.to_dict()}
+    if as_json:
+        echo_json(doc)
+        return
+    if result.boot is None:
+        click.echo(f"revoked {result.reverted.source_name}; reset the board to run the "
+                   "previous model")
+        return
+    run = result.boot.running
+    click.echo(f"reverted {result.reverted.source_name}; the board runs {run.source_name} "
+               f"({run.mode_name}): {result.boot.info.model_version}")

@@ -14,12 +14,20 @@
   `rx_window` bytes while it is busy (INFO `TS_TLV_LINK`; more are lost): the frames sent
   after the oldest unanswered request then stay within that many bytes (PROTOCOL.md
   section 8), and batches are sized so that this window keeps the wire busy
-  (`windowed_batch`).
+  (`windowed_batch`). A request whose busy time on the board is known (`Request.busy_s`:
+  programming a flash chunk) may also be sent behind another when the bytes that can arrive
+  while the board is busy with one request (busy time x byte rate) fit in the window, even
+  if its frame alone is larger: the board reads its buffer whenever it is not busy, faster
+  than the wire fills it.
+* A request that must not reach the board twice (`Request.resend=False`: REBOOT, SLOT_REVERT,
+  which reset the board; a second one would reset or revert again) is never resent: a lost
+  reply raises `ReplyLost`, and the caller finds out from the board what happened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
@@ -52,6 +60,8 @@ SPLIT_AFTER_ATTEMPTS = 2
 MAX_RECONNECTS = 3
 #: Silence after opening before probing with PING in case no banner comes (board not reset).
 PROBE_AFTER_S = 1.0
+#: Pause between attempts to open a port that vanished after a reset (USB re-enumeration).
+REOPEN_POLL_S = 0.1
 
 
 class DeviceReplyError(ProtocolError):
@@ -60,6 +70,34 @@ class DeviceReplyError(ProtocolError):
     def __init__(self, message: str, error: P.ErrorReply) -> None:
         super().__init__(message)
         self.error = error
+
+
+class ReplyLost(DeviceTimeout):
+    """No valid reply to a request that must not be sent twice (`Request.resend=False`): the
+    board may or may not have acted on it; ask it (HELLO, SLOT_INFO) before going on."""
+
+    def __init__(self, message: str, cmd: int) -> None:
+        super().__init__(message)
+        self.cmd = cmd
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request for `DeviceClient.run`: what to send, how to read the reply, and what the
+    engine may assume about it."""
+
+    cmd: int
+    payload: bytes
+    parse: Callable[[bytes], Any]
+    #: Seconds the board reads nothing while it handles this request, its reply included
+    #: (flash erase or program time), if known: added to the reply timeout, and lets a
+    #: request go behind another on a small receive window (module docstring).
+    busy_s: float | None = None
+    #: Error codes that mean "send again" for this request, besides the transient framing
+    #: errors (a pipelined SLOT_WRITE whose predecessor was lost: TS_ERR_SLOT_ORDER).
+    retry_codes: frozenset[int] = frozenset()
+    #: False: never send twice (the request resets the board); a lost reply is `ReplyLost`.
+    resend: bool = True
 
 
 @dataclass
@@ -74,7 +112,8 @@ class Counters:
     resets_seen: int = 0
     splits: int = 0
     max_in_flight: int = 0
-    #: Most wire bytes of requests in flight behind the oldest one (kept <= rx_window).
+    #: Most wire bytes of requests in flight behind the oldest one (kept <= rx_window, unless
+    #: the requests' busy time bounds what can arrive while the board is busy).
     max_behind_bytes: int = 0
     error_codes: Counter[str] = field(default_factory=Counter)
 
@@ -105,6 +144,11 @@ class _Job:
     wire_tx: int = 0
     #: Splits the request in two smaller ones (INFER batches), or None.
     split: Callable[[_Job], list[_Job]] | None = None
+    busy_s: float | None = None
+    retry_codes: frozenset[int] = frozenset()
+    resend: bool = True
+    #: The last error reply that made the engine send it again (named when giving up).
+    last_error: P.ErrorReply | None = None
 
 
 @dataclass
@@ -182,8 +226,15 @@ def _infer_parser(output_size: int, count: int) -> Callable[[bytes], Any]:
     return parse
 
 
+def _cmd_name(cmd: int) -> str:
+    try:
+        return P.Command(cmd).name
+    except ValueError:
+        return f"command 0x{cmd:02X}"
+
+
 class DeviceClient:
-    """Talks protocol v1 to one board over a `Transport`."""
+    """Talks the protocol (versions 1 and 2) to one board over a `Transport`."""
 
     def __init__(
         self,
@@ -230,32 +281,62 @@ class DeviceClient:
         self.banner = self._wait_ready(banner_timeout_s)
         return self.banner
 
-    def _wait_ready(self, timeout_s: float) -> str | None:
+    def _wait_ready(self, timeout_s: float, *, probe_after_s: float = PROBE_AFTER_S,
+                    probe_every_s: float | None = None) -> str | None:
+        """The banner, or None once a PING probe is answered. The first probe goes out after
+        `probe_after_s` (at most half the timeout); with `probe_every_s`, another one each
+        time that passes unanswered (a probe sent while a UART board boots is lost)."""
         deadline = Timeout(timeout_s, clock=self._clock)
-        probe_seq: int | None = None
+        probes: set[int] = set()
+        next_probe = min(probe_after_s, timeout_s / 2)
         while not deadline.expired:
             for frame in self._reader.feed(self.transport.read()):
-                if probe_seq is not None and frame.seq == probe_seq and \
-                        frame.cmd == P.Command.PING | P.RESPONSE_FLAG:
+                if frame.seq in probes and frame.cmd == P.Command.PING | P.RESPONSE_FLAG:
                     return None
             for line in self._reader.take_lines():
                 if line.startswith(P.BANNER_PREFIX):
                     return line
-            if probe_seq is None and deadline.elapsed() >= min(PROBE_AFTER_S, timeout_s / 2):
-                probe_seq = self._next_seq()
-                self.transport.write(P.encode_frame(P.Command.PING, probe_seq, b"ready?"))
+            if deadline.elapsed() >= next_probe and (not probes or probe_every_s is not None):
+                seq = self._next_seq()
+                probes.add(seq)
+                self.transport.write(P.encode_frame(P.Command.PING, seq, b"ready?"))
+                next_probe = deadline.elapsed() + (probe_every_s or 0.0)
         raise DeviceTimeout(
             f"{self.transport.url}: no 'tinyship ready' banner and no answer to PING within "
             f"{timeout_s:g} s",
             hint="is the tinyship firmware flashed, the baud rate right and the port free?")
 
     def reconnect(self) -> None:
+        """Reopen the port after timeouts; no banner is not fatal here: the request's own
+        retries decide whether the board is gone."""
         self.counters.reconnects += 1
         self.transport.reopen()
         self._reader.reset()
-        # No banner is not fatal here: the request's own retries decide whether it is gone.
         with contextlib.suppress(DeviceTimeout):
             self.banner = self._wait_ready(BANNER_TIMEOUT_S)
+
+    def reconnect_after_reset(self, timeout_s: float, *, probe_after_s: float = 0.25,
+                              probe_every_s: float = 0.5) -> str | None:
+        """After a reset the host asked for (REBOOT): reopen the port, finding a USB board
+        that re-enumerated under a new name, and wait for the banner or a PING answer;
+        while the port keeps vanishing (re-enumeration in progress) open it again. Returns
+        the banner if seen; DeviceTimeout (or the port's DeviceError) after `timeout_s`."""
+        deadline = Timeout(timeout_s, clock=self._clock)
+        self.counters.reconnects += 1
+        while True:
+            try:
+                self.transport.reopen(timeout_s=max(0.1, deadline.remaining()))
+                self._reader.reset()
+                self.banner = self._wait_ready(max(0.1, deadline.remaining()),
+                                               probe_after_s=probe_after_s,
+                                               probe_every_s=probe_every_s)
+                return self.banner
+            except DeviceTimeout:
+                raise
+            except DeviceError:
+                if deadline.expired:
+                    raise
+                time.sleep(REOPEN_POLL_S)  # the port is gone for now: re-enumeration
 
     def close(self) -> None:
         self.transport.close()
@@ -289,10 +370,25 @@ class DeviceClient:
     def reset_stats(self) -> None:
         self.request(P.Command.RESET_STATS, b"", lambda b: None)
 
-    def request(self, cmd: int, payload: bytes, parse: Callable[[bytes], Any]) -> Any:
+    def request(self, cmd: int, payload: bytes, parse: Callable[[bytes], Any], *,
+                busy_s: float | None = None, resend: bool = True) -> Any:
         """One request with retries; returns `parse(reply payload)`."""
-        job = _Job((0,), int(cmd), payload, parse)
-        return self._run([job])[0].value
+        return self.run([Request(int(cmd), payload, parse, busy_s=busy_s, resend=resend)])[0]
+
+    def run(self, requests: list[Request], *, window: int | None = None,
+            on_reply: Callable[[int], None] | None = None) -> list[Any]:
+        """Several requests, pipelined within `window` (default: the client's) and the
+        board's receive window, answered in order; returns each `parse(reply)` in request
+        order. `on_reply(i)` is called when request `i` has its reply."""
+        jobs = [_Job((i,), int(r.cmd), r.payload, r.parse, busy_s=r.busy_s,
+                     retry_codes=r.retry_codes, resend=r.resend)
+                for i, r in enumerate(requests)]
+
+        def done(job: _Job) -> None:
+            if on_reply is not None:
+                on_reply(job.index[0])
+
+        return [d.value for d in self._run(jobs, on_done=done, window=window)]
 
     @property
     def rx_window(self) -> int | None:
@@ -389,23 +485,40 @@ class DeviceClient:
         return self._seq
 
     def _timeout_for(self, job: _Job) -> float:
-        """Base timeout plus wire time of everything that may be queued ahead of it."""
+        """Base timeout plus wire time of everything that may be queued ahead of it, plus
+        the board's busy time for it when known (a flash erase can take seconds)."""
         per_request = P.MAX_WIRE_FRAME * 2 if job.cmd == P.Command.INFER else job.wire_tx * 2
         return self.reply_timeout_s + WIRE_TIME_MARGIN * self.window * \
-            self.transport.wire_time_s(per_request)
+            self.transport.wire_time_s(per_request) + WIRE_TIME_MARGIN * (job.busy_s or 0.0)
 
-    def _may_send(self, job: _Job, inflight: OrderedDict[int, _Job]) -> bool:
-        """Within the window: nothing in flight, or fewer than `window` requests and the
-        ones sent after the oldest, with this one, within `rx_window` bytes."""
+    def _may_send(self, job: _Job, inflight: OrderedDict[int, _Job],
+                  window: int | None = None) -> bool:
+        """Within the window: nothing in flight, or fewer than `window` requests and either
+        the ones sent after the oldest, with this one, within `rx_window` bytes, or the
+        bytes that can arrive while the board is busy with any of them within it."""
         if not inflight:
             return True
-        if len(inflight) >= self.window:
+        if len(inflight) >= (window or self.window):
             return False
         w = self.rx_window
         if w is None:
             return True
         behind = sum(j.wire_tx for j in islice(inflight.values(), 1, None))
-        return behind + P.wire_frame_size(len(job.payload)) <= w
+        if behind + P.wire_frame_size(len(job.payload)) <= w:
+            return True
+        busy = self._busy_bytes([*inflight.values(), job])
+        return busy is not None and busy <= w
+
+    def _busy_bytes(self, jobs: list[_Job]) -> int | None:
+        """Most bytes that can reach the board's receive buffer while it is busy with one of
+        `jobs` (longest busy time x the link's byte rate, plus slack for the host's
+        reaction), or None when a busy time or the byte rate is unknown."""
+        link = self.info.link if self.info is not None else None
+        rate = link.byte_rate if link is not None else None
+        if rate is None or any(j.busy_s is None for j in jobs):
+            return None
+        longest = max(j.busy_s or 0.0 for j in jobs)
+        return math.ceil(longest * rate) + WINDOW_SLACK_BYTES
 
     def _send(self, job: _Job, inflight: OrderedDict[int, _Job], queue: deque[_Job]) -> None:
         if job.attempts >= SPLIT_AFTER_ATTEMPTS and job.split is not None:
@@ -415,12 +528,17 @@ class DeviceClient:
             for part in reversed(job.split(job)):
                 queue.appendleft(part)
             job = queue.popleft()
+        if job.attempts > 0 and not job.resend:
+            raise ReplyLost(
+                f"{self.transport.url}: no valid reply to {_cmd_name(job.cmd)}, which is not "
+                "sent twice (the board may have acted on it)", job.cmd)
         if job.attempts > self.max_retries:
+            last = f"; last error {job.last_error}" if job.last_error is not None else ""
             raise DeviceTimeout(
-                f"{self.transport.url}: no valid reply to {P.Command(job.cmd).name} after "
+                f"{self.transport.url}: no valid reply to {_cmd_name(job.cmd)} after "
                 f"{job.attempts} attempts ({self.counters.timeouts} timeouts, "
                 f"{self.counters.error_replies} error replies, {self.counters.bad_replies} "
-                f"bad replies so far)")
+                f"bad replies so far{last})")
         if job.attempts > 0:
             self.counters.retries += 1
         seq = self._next_seq()
@@ -437,8 +555,8 @@ class DeviceClient:
         self.counters.max_behind_bytes = max(self.counters.max_behind_bytes, behind)
         self.transport.write(wire)
 
-    def _run(self, jobs: list[_Job], on_done: Callable[[_Job], None] | None = None
-             ) -> list[_Done]:
+    def _run(self, jobs: list[_Job], on_done: Callable[[_Job], None] | None = None,
+             window: int | None = None) -> list[_Done]:
         queue: deque[_Job] = deque(jobs)
         inflight: OrderedDict[int, _Job] = OrderedDict()
         results: dict[tuple[int, ...], _Done] = {}
@@ -450,7 +568,7 @@ class DeviceClient:
                 queue.appendleft(j)
 
         while queue or inflight:
-            while queue and self._may_send(queue[0], inflight):
+            while queue and self._may_send(queue[0], inflight, window):
                 self._send(queue.popleft(), inflight, queue)
             try:
                 data = self.transport.read()
@@ -481,10 +599,10 @@ class DeviceClient:
                 older = [inflight.pop(k) for k in keys[: keys.index(frame.seq)]]
                 job = inflight.pop(frame.seq)
                 accepted = self._accept(job, frame)
-                retry_front(older)
                 if accepted is None:
-                    queue.appendleft(job)
+                    retry_front([*older, job])  # in their order: a chunk after its predecessor
                     continue
+                retry_front(older)
                 results[job.index] = accepted
                 if on_done is not None:
                     on_done(job)
@@ -534,10 +652,11 @@ class DeviceClient:
         """The reply's value, None to resend, or raise for a permanent device error."""
         if frame.is_error:
             err = self._count_error(frame)
-            if err is None or err.transient:
+            if err is None or err.transient or err.code in job.retry_codes:
+                job.last_error = err
                 return None
             raise DeviceReplyError(
-                f"{self.transport.url}: device refused {P.Command(job.cmd).name}: {err}", err)
+                f"{self.transport.url}: device refused {_cmd_name(job.cmd)}: {err}", err)
         if frame.cmd != job.cmd | P.RESPONSE_FLAG:
             self.counters.bad_replies += 1
             return None

@@ -1,8 +1,13 @@
-"""Host side of the tinyship serial protocol v1 (`firmware/PROTOCOL.md`).
+"""Host side of the tinyship serial protocol v2 (`firmware/PROTOCOL.md`).
 
 Pure codec, no I/O: COBS, CRC-32, frame encode/decode, command payloads, error replies,
-the HELLO/INFO TLV record, STATS, and a streaming `FrameReader` that pulls valid frames
-out of a byte stream that also carries text lines and garbage.
+the HELLO/INFO TLV record, STATS, the model-slot commands (section 9), and a streaming
+`FrameReader` that pulls valid frames out of a byte stream that also carries text lines
+and garbage.
+
+Versions: this host speaks 2 and talks to boards of `MIN_PROTOCOL_VERSION` (1) on: version 2
+only added commands, tags and status codes, so a version-1 board answers every version-1
+command as before; the slot commands need `SLOTS_PROTOCOL_VERSION`.
 
 Every number here mirrors `firmware/lib/tinyship_core/src/tinyship_core.h`;
 `tests/test_protocol_codec.py` parses that header and fails if the two disagree.
@@ -22,7 +27,12 @@ from tinyship.errors import ProtocolError
 
 # --- constants (tinyship_core.h) ----------------------------------------------------------
 
-PROTOCOL_VERSION = 1
+#: The version this host speaks (TS_PROTOCOL_VERSION).
+PROTOCOL_VERSION = 2
+#: Oldest board protocol the host still talks to (its commands are unchanged since).
+MIN_PROTOCOL_VERSION = 1
+#: First protocol version with model slots (commands 0x10-0x16, INFO tags 0x1F-0x21).
+SLOTS_PROTOCOL_VERSION = 2
 MAX_PAYLOAD = 1024
 HEADER_SIZE = 5
 CRC_SIZE = 4
@@ -32,9 +42,9 @@ RESPONSE_FLAG = 0x80
 FRAME_TIMEOUT_US = 500_000
 MAX_LINE = 256
 MAX_REASON = 40
-STATUS_COUNT = 16
+STATUS_COUNT = 29
 DELIMITER = 0x00
-#: Bytes in one STATS reply (version 1).
+#: Bytes in one STATS reply (version 2; a version-1 board sends 16 counters, 85 bytes).
 STATS_SIZE = 21 + 4 * STATUS_COUNT
 #: Boot banner prefix printed by `ts_core_init`.
 BANNER_PREFIX = "tinyship ready"
@@ -54,6 +64,13 @@ class Command(IntEnum):
     INFER = 0x03
     STATS = 0x04
     RESET_STATS = 0x05
+    SLOT_INFO = 0x10
+    SLOT_BEGIN = 0x11
+    SLOT_WRITE = 0x12
+    SLOT_END = 0x13
+    REBOOT = 0x14
+    SLOT_CONFIRM = 0x15
+    SLOT_REVERT = 0x16
     ERROR = 0xFF
 
 
@@ -76,6 +93,19 @@ class Status(IntEnum):
     BUFFER_TOO_SMALL = 13
     IO = 14
     STORAGE = 15
+    NO_SLOTS = 16
+    SLOT_HEADER = 17
+    SLOT_PROFILE = 18
+    SLOT_OP = 19
+    SLOT_ARENA = 20
+    SLOT_SHAPE = 21
+    SLOT_SIZE = 22
+    SLOT_SEQUENCE = 23
+    SLOT_ORDER = 24
+    SLOT_RANGE = 25
+    SLOT_VERIFY = 26
+    SLOT_STATE = 27
+    FLASH = 28
 
 
 #: Short reasons, as in TS_STATUS_LIST (index = code).
@@ -96,6 +126,19 @@ STATUS_REASONS: dict[Status, str] = {
     Status.BUFFER_TOO_SMALL: "buffer too small",
     Status.IO: "write failed",
     Status.STORAGE: "storage failed",
+    Status.NO_SLOTS: "no model slots",
+    Status.SLOT_HEADER: "bad slot image header",
+    Status.SLOT_PROFILE: "profile differs from firmware",
+    Status.SLOT_OP: "operator not in firmware",
+    Status.SLOT_ARENA: "arena need above firmware arena",
+    Status.SLOT_SHAPE: "input/output above firmware buffers",
+    Status.SLOT_SIZE: "image larger than a slot",
+    Status.SLOT_SEQUENCE: "sequence not newer than slots",
+    Status.SLOT_ORDER: "chunk out of order",
+    Status.SLOT_RANGE: "write past the image end",
+    Status.SLOT_VERIFY: "slot verify failed",
+    Status.SLOT_STATE: "not allowed in this slot state",
+    Status.FLASH: "flash operation failed",
 }
 
 #: Error codes that mean "the frame was damaged on the way", so resending may help.
@@ -146,6 +189,9 @@ class Tag(IntEnum):
     TARGET_MEAN = 0x1C
     TARGET_SCALE = 0x1D
     LINK = 0x1E
+    DEVICE_ID = 0x1F
+    RUNNING = 0x20
+    SLOT_CAPACITY = 0x21
 
 
 #: Value type of each tag, as in TS_TLV_LIST.
@@ -159,7 +205,8 @@ TAG_TYPES: dict[Tag, str] = {
     Tag.BOOT_COUNT: "u32", Tag.RESET_REASON: "u8", Tag.SELF_TEST: "selftest",
     Tag.MAX_PAYLOAD: "u16", Tag.GIT_COMMIT: "str", Tag.BUILD_TIME: "str",
     Tag.INPUT_SIZE: "u32", Tag.OUTPUT_SIZE: "u32", Tag.TARGET_MEAN: "f32",
-    Tag.TARGET_SCALE: "f32", Tag.LINK: "link",
+    Tag.TARGET_SCALE: "f32", Tag.LINK: "link", Tag.DEVICE_ID: "bytes", Tag.RUNNING: "running",
+    Tag.SLOT_CAPACITY: "u32",
 }
 
 DTYPE_FLOAT32 = 1
@@ -190,6 +237,39 @@ class LinkKind(IntEnum):
 
 #: Bits on the wire per byte of an 8N1 UART: start bit, 8 data bits, stop bit.
 UART_BITS_PER_BYTE = 10
+
+
+class RunningSource(IntEnum):
+    """`ts_running_source_t`: which model runs (TS_TLV_RUNNING, SLOT_INFO, SLOT_CONFIRM)."""
+
+    FACTORY = 0
+    SLOT_A = 1
+    SLOT_B = 2
+
+
+class RunningMode(IntEnum):
+    """`ts_running_mode_t`: a confirmed model (or the factory model), or a trial."""
+
+    CONFIRMED = 0
+    TRIAL = 1
+
+
+#: Slot letters by slot index (SLOT_BEGIN / SLOT_END / SLOT_INFO's install slot: 0 A, 1 B).
+SLOT_LETTERS = ("A", "B")
+
+
+def slot_letter(index: int) -> str:
+    """`A` for slot index 0, `B` for 1 (`?n` otherwise, so a report never crashes)."""
+    return SLOT_LETTERS[index] if 0 <= index < len(SLOT_LETTERS) else f"?{index}"
+
+
+def source_name(source: int) -> str:
+    """`factory`, `slot A`, `slot B` for a `RunningSource` value."""
+    if source == RunningSource.FACTORY:
+        return "factory"
+    if source in (RunningSource.SLOT_A, RunningSource.SLOT_B):
+        return f"slot {slot_letter(source - 1)}"
+    return f"unknown({source})"
 
 
 RESET_REASONS = ("unknown", "power-on", "reset-pin", "watchdog", "software", "brown-out",
@@ -451,6 +531,48 @@ def encode_link(link: LinkInfo) -> bytes:
     return struct.pack("<BII", link.kind, link.baud, link.rx_window)
 
 
+#: Longest hardware-unique device id (TS_MAX_DEVICE_ID), bytes.
+MAX_DEVICE_ID = 16
+
+
+@dataclass(frozen=True)
+class Running:
+    """Which model runs and in what state (TS_TLV_RUNNING; the first two SLOT_INFO bytes)."""
+
+    source: int
+    mode: int
+
+    @property
+    def source_name(self) -> str:
+        return source_name(self.source)
+
+    @property
+    def mode_name(self) -> str:
+        try:
+            return RunningMode(self.mode).name.lower()
+        except ValueError:
+            return f"unknown({self.mode})"
+
+    @property
+    def slot(self) -> int | None:
+        """Slot index (0 A, 1 B) of the running model, None for the factory model."""
+        return self.source - 1 if self.source in (RunningSource.SLOT_A,
+                                                   RunningSource.SLOT_B) else None
+
+    @property
+    def trial(self) -> bool:
+        return self.mode == RunningMode.TRIAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "mode": self.mode, "source_name": self.source_name,
+                "mode_name": self.mode_name}
+
+
+def encode_running(running: Running) -> bytes:
+    """Value of the RUNNING tag: source:u8, mode:u8."""
+    return bytes([running.source, running.mode])
+
+
 @dataclass
 class DeviceInfo:
     """Everything HELLO returned; absent tags stay None; unknown tags kept raw."""
@@ -488,7 +610,18 @@ class DeviceInfo:
     target_scale: float | None = None
     #: The serial link (kind, baud, receive window); None from firmware that does not say.
     link: LinkInfo | None = None
+    #: Hardware-unique id, lowercase hex (None: the board cannot tell, or protocol 1).
+    device_id: str | None = None
+    #: Which model runs: None on boards without model slots (the factory model, confirmed).
+    running: Running | None = None
+    #: Image bytes one model slot holds (None without model slots).
+    slot_capacity: int | None = None
     unknown: dict[int, bytes] = field(default_factory=dict)
+
+    @property
+    def has_slots(self) -> bool:
+        """The board reports model slots (protocol 2 firmware built with a flash HAL)."""
+        return self.running is not None or self.slot_capacity is not None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -502,6 +635,8 @@ class DeviceInfo:
             d["reset_reason_name"] = RESET_REASONS[self.reset_reason]
         if self.link is not None:
             d["link"]["kind_name"] = self.link.kind_name
+        if self.running is not None:
+            d["running"] = self.running.to_dict()
         return d
 
 
@@ -523,6 +658,14 @@ def _tlv_value(kind: str, value: bytes) -> Any:
         if len(value) != 9:
             raise ProtocolError(f"link TLV of {len(value)} bytes, expected 9")
         return LinkInfo(*struct.unpack("<BII", value))
+    if kind == "bytes":  # the device id, kept as lowercase hex
+        if not 1 <= len(value) <= MAX_DEVICE_ID:
+            raise ProtocolError(f"device id TLV of {len(value)} bytes, expected 1..{MAX_DEVICE_ID}")
+        return value.hex()
+    if kind == "running":
+        if len(value) != 2:
+            raise ProtocolError(f"running TLV of {len(value)} bytes, expected 2")
+        return Running(value[0], value[1])
     fmt = _SCALAR[kind]
     if len(value) != struct.calcsize(fmt):
         raise ProtocolError(f"{kind} TLV of {len(value)} bytes")
@@ -580,6 +723,329 @@ def parse_stats(payload: bytes) -> Stats:
     counters = struct.unpack_from(f"<{n}I", payload, 21)
     errors = {status_name(code): v for code, v in enumerate(counters) if code > 0 and v}
     return Stats(count, lmin, lmean, lmax, ok, errors)
+
+
+# --- model slots (section 9) ------------------------------------------------------------
+
+#: SLOT_WRITE chunks start at a multiple of this (TS_SLOT_CHUNK_ALIGN, ts_flash.h).
+SLOT_CHUNK_ALIGN = 256
+#: Largest data bytes of one SLOT_WRITE (TS_SLOT_MAX_CHUNK): offset + data fit one payload.
+SLOT_MAX_CHUNK = 768
+#: "No slot" in SLOT_INFO's install-slot byte.
+SLOT_NONE = 0xFF
+SLOT_RECORD_SIZE = 68
+#: SLOT_INFO bytes before the profile string (fixed part and both slot records).
+SLOT_INFO_FIXED = 180
+
+_SLOT_HEAD = struct.Struct("<BBBBIIHHIIIIIII")
+_SLOT_RECORD = struct.Struct("<BBBBBBBBIII32s16s")
+assert _SLOT_HEAD.size + 2 * _SLOT_RECORD.size == SLOT_INFO_FIXED
+assert _SLOT_RECORD.size == SLOT_RECORD_SIZE
+
+
+class SlotState(IntEnum):
+    """A slot's class in SLOT_INFO (`ts_slot_class`, plus EMPTY: erased)."""
+
+    INVALID = 0
+    REVOKED = 1
+    PENDING = 2
+    FAILED = 3
+    CONFIRMED = 4
+    EMPTY = 5
+
+
+class FlagState(IntEnum):
+    """A trailer flag or commit marker as read back (firmware/SLOTS.md "Trailer")."""
+
+    UNSET = 0
+    SET = 1
+    BAD = 2
+
+
+def _enum_name(enum: type[IntEnum], value: int) -> str:
+    try:
+        return enum(value).name.lower()
+    except ValueError:
+        return f"unknown({value})"
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """One slot as SLOT_INFO reports it; the header fields are zero when it does not parse."""
+
+    state: int
+    commit: int
+    tried: int
+    confirmed: int
+    revoked: int
+    crc_ok: bool
+    #: 0 ok, else the `ts_slot_image_status` (slot_image.SlotImageStatus) that refused it.
+    header_status: int
+    sequence: int = 0
+    model_bytes: int = 0
+    model_crc32: int = 0
+    #: Lowercase hex of the raw 32 bytes.
+    model_sha256: str = "00" * 32
+    model_version: str = ""
+
+    @property
+    def state_name(self) -> str:
+        return _enum_name(SlotState, self.state)
+
+    @property
+    def has_image(self) -> bool:
+        """A header parsed (the fields below `header_status` mean something)."""
+        return self.header_status == 0 and self.state != SlotState.EMPTY
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state_name"] = self.state_name
+        for k in ("commit", "tried", "confirmed", "revoked"):
+            d[f"{k}_name"] = _enum_name(FlagState, getattr(self, k))
+        if self.header_status:
+            from tinyship.device.slot_image import SlotImageStatus
+
+            d["header_status_name"] = _enum_name(SlotImageStatus, self.header_status)
+        return d
+
+
+@dataclass(frozen=True)
+class FlashGeometry:
+    """The slots' flash as SLOT_INFO reports it: what a host needs to size and pace writes."""
+
+    #: Image bytes (header + model) one slot holds.
+    slot_capacity: int
+    sector_bytes: int
+    program_unit: int
+    #: Largest SLOT_WRITE data (768).
+    max_chunk: int
+    #: Nominal erase time of one sector, µs (0: unknown).
+    erase_sector_us: int
+    #: Nominal time to program one `SLOT_MAX_CHUNK`-byte chunk, µs (0: unknown).
+    program_chunk_us: int
+
+    def sectors_for(self, image_len: int) -> int:
+        """Sectors SLOT_BEGIN erases for an image: the ones it covers plus the trailer."""
+        return -(-image_len // max(1, self.sector_bytes)) + 1
+
+
+@dataclass(frozen=True)
+class FirmwareCaps:
+    """What the firmware can run (SLOT_INFO): the limits a slot image is checked against."""
+
+    arena_bytes: int
+    input_bytes: int
+    output_bytes: int
+    profile: str
+    #: Operator ids (TFLite BuiltinOperator numbers) the op resolver registers.
+    ops: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """The SLOT_INFO response (PROTOCOL.md section 9)."""
+
+    running: Running
+    install_in_progress: bool
+    #: Slot index being installed (0 A, 1 B), None when no install is in progress.
+    install_slot: int | None
+    install_image_len: int
+    install_next: int
+    geometry: FlashGeometry
+    firmware: FirmwareCaps
+    slots: tuple[SlotRecord, SlotRecord]
+
+    @property
+    def next_sequence(self) -> int:
+        """The sequence number a new image takes: above every slot's (SLOT_BEGIN refuses
+        one that is not newer than every committed slot's)."""
+        return max(r.sequence for r in self.slots) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "running": self.running.to_dict(),
+            "install": {"in_progress": self.install_in_progress,
+                        "slot": None if self.install_slot is None
+                        else slot_letter(self.install_slot),
+                        "image_len": self.install_image_len, "next": self.install_next},
+            "geometry": asdict(self.geometry),
+            "firmware": {**asdict(self.firmware), "ops": list(self.firmware.ops)},
+            "slots": {slot_letter(i): r.to_dict() for i, r in enumerate(self.slots)},
+            "next_sequence": self.next_sequence,
+        }
+
+
+def _parse_slot_record(raw: bytes) -> SlotRecord:
+    (state, commit, tried, confirmed, revoked, crc_ok, status, _pad, seq, nbytes, crc, sha,
+     version) = _SLOT_RECORD.unpack(raw)
+    return SlotRecord(state, commit, tried, confirmed, revoked, bool(crc_ok), status, seq,
+                      nbytes, crc, sha.hex(), version.rstrip(b"\0").decode("ascii", "replace"))
+
+
+def encode_slot_record(r: SlotRecord) -> bytes:
+    """A 68-byte slot record (for tests and fakes)."""
+    return _SLOT_RECORD.pack(r.state, r.commit, r.tried, r.confirmed, r.revoked, int(r.crc_ok),
+                             r.header_status, 0, r.sequence, r.model_bytes, r.model_crc32,
+                             bytes.fromhex(r.model_sha256), r.model_version.encode("ascii"))
+
+
+def parse_slot_info(payload: bytes) -> SlotInfo:
+    """SLOT_INFO response -> SlotInfo; ProtocolError unless it is exactly
+    `180 + 1 + P + 1 + 2n` bytes."""
+    if len(payload) < SLOT_INFO_FIXED + 2:
+        raise ProtocolError(f"SLOT_INFO reply of {len(payload)} bytes (need at least "
+                            f"{SLOT_INFO_FIXED + 2})")
+    (src, mode, busy, islot, cap, sector, unit, chunk, erase_us, prog_us, ilen, inext, arena,
+     in_b, out_b) = _SLOT_HEAD.unpack_from(payload)
+    a = _parse_slot_record(payload[44:112])
+    b = _parse_slot_record(payload[112:180])
+    plen = payload[SLOT_INFO_FIXED]
+    at = SLOT_INFO_FIXED + 1 + plen
+    if at >= len(payload):
+        raise ProtocolError(f"SLOT_INFO profile of {plen} bytes runs past the reply")
+    n = payload[at]
+    if len(payload) != at + 1 + 2 * n:
+        raise ProtocolError(f"SLOT_INFO reply with a {plen}-byte profile and {n} operators "
+                            f"has {len(payload)} bytes, expected {at + 1 + 2 * n}")
+    profile = payload[SLOT_INFO_FIXED + 1:at].decode("ascii", "replace")
+    ops = struct.unpack_from(f"<{n}H", payload, at + 1)
+    return SlotInfo(
+        running=Running(src, mode), install_in_progress=bool(busy),
+        install_slot=None if islot == SLOT_NONE else islot, install_image_len=ilen,
+        install_next=inext,
+        geometry=FlashGeometry(cap, sector, unit, chunk, erase_us, prog_us),
+        firmware=FirmwareCaps(arena, in_b, out_b, profile, tuple(ops)), slots=(a, b))
+
+
+def encode_slot_info(info: SlotInfo) -> bytes:
+    """A SLOT_INFO response (for tests and fakes); inverse of `parse_slot_info`."""
+    g, f = info.geometry, info.firmware
+    head = _SLOT_HEAD.pack(
+        info.running.source, info.running.mode, int(info.install_in_progress),
+        SLOT_NONE if info.install_slot is None else info.install_slot, g.slot_capacity,
+        g.sector_bytes, g.program_unit, g.max_chunk, g.erase_sector_us, g.program_chunk_us,
+        info.install_image_len, info.install_next, f.arena_bytes, f.input_bytes, f.output_bytes)
+    profile = f.profile.encode("ascii")
+    return (head + b"".join(encode_slot_record(r) for r in info.slots)
+            + bytes([len(profile)]) + profile + bytes([len(f.ops)])
+            + struct.pack(f"<{len(f.ops)}H", *f.ops))
+
+
+def _exact(payload: bytes, size: int, what: str) -> bytes:
+    if len(payload) != size:
+        raise ProtocolError(f"{what} reply of {len(payload)} bytes, expected {size}")
+    return payload
+
+
+def _slot_index(index: int, what: str) -> int:
+    if index not in (0, 1):
+        raise ProtocolError(f"{what} names slot {index}, expected 0 (A) or 1 (B)")
+    return index
+
+
+def _slot_source(source: int, what: str) -> int:
+    if source not in (RunningSource.SLOT_A, RunningSource.SLOT_B):
+        raise ProtocolError(f"{what} names model source {source}, expected 1 (A) or 2 (B)")
+    return source
+
+
+@dataclass(frozen=True)
+class SlotBegun:
+    """SLOT_BEGIN response: the slot the board erased for the image, and its length."""
+
+    slot: int
+    image_len: int
+
+
+def encode_slot_begin(header: bytes) -> bytes:
+    """SLOT_BEGIN payload: the image header alone, at most one payload."""
+    if not 0 < len(header) <= MAX_PAYLOAD:
+        raise ValueError(f"a slot image header of {len(header)} bytes does not fit one "
+                         f"{MAX_PAYLOAD}-byte SLOT_BEGIN payload")
+    return bytes(header)
+
+
+def parse_slot_begin_reply(payload: bytes) -> SlotBegun:
+    slot, length = struct.unpack("<BI", _exact(payload, 5, "SLOT_BEGIN"))
+    return SlotBegun(_slot_index(slot, "SLOT_BEGIN"), length)
+
+
+def encode_slot_begin_reply(r: SlotBegun) -> bytes:
+    return struct.pack("<BI", r.slot, r.image_len)
+
+
+def encode_slot_write(offset: int, data: bytes) -> bytes:
+    """SLOT_WRITE payload: offset:u32 then 1..768 data bytes, offset a multiple of 256."""
+    if offset % SLOT_CHUNK_ALIGN or not 0 <= offset <= 0xFFFFFFFF:
+        raise ValueError(f"SLOT_WRITE offset {offset} is not a multiple of {SLOT_CHUNK_ALIGN}")
+    if not 1 <= len(data) <= SLOT_MAX_CHUNK:
+        raise ValueError(f"SLOT_WRITE of {len(data)} bytes (1..{SLOT_MAX_CHUNK})")
+    return struct.pack("<I", offset) + bytes(data)
+
+
+def parse_slot_write(payload: bytes) -> tuple[int, bytes]:
+    """SLOT_WRITE payload -> (offset, data) (for tests and fakes)."""
+    if len(payload) < 5:
+        raise ProtocolError(f"SLOT_WRITE of {len(payload)} bytes (need at least 5)")
+    return struct.unpack_from("<I", payload)[0], bytes(payload[4:])
+
+
+def parse_slot_write_reply(payload: bytes) -> int:
+    """SLOT_WRITE response: `next`, the image bytes written from offset 0 on."""
+    (nxt,) = struct.unpack("<I", _exact(payload, 4, "SLOT_WRITE"))
+    return int(nxt)
+
+
+def encode_slot_write_reply(nxt: int) -> bytes:
+    return struct.pack("<I", nxt)
+
+
+@dataclass(frozen=True)
+class SlotEnded:
+    """SLOT_END response: the slot now pending, and its image's sequence number."""
+
+    slot: int
+    sequence: int
+
+
+def parse_slot_end_reply(payload: bytes) -> SlotEnded:
+    slot, seq = struct.unpack("<BI", _exact(payload, 5, "SLOT_END"))
+    return SlotEnded(_slot_index(slot, "SLOT_END"), seq)
+
+
+def encode_slot_end_reply(r: SlotEnded) -> bytes:
+    return struct.pack("<BI", r.slot, r.sequence)
+
+
+def parse_empty_reply(payload: bytes) -> None:
+    """REBOOT (and RESET_STATS) answer with an empty payload."""
+    _exact(payload, 0, "empty")
+
+
+def parse_slot_confirm_reply(payload: bytes) -> int:
+    """SLOT_CONFIRM response: the running (now confirmed) model, 1 slot A or 2 slot B."""
+    return _slot_source(_exact(payload, 1, "SLOT_CONFIRM")[0], "SLOT_CONFIRM")
+
+
+def encode_slot_confirm_reply(source: int) -> bytes:
+    return bytes([source])
+
+
+@dataclass(frozen=True)
+class SlotReverted:
+    """SLOT_REVERT response: the revoked model (1 A, 2 B) and whether the board resets now."""
+
+    reverted: int
+    rebooting: bool
+
+
+def parse_slot_revert_reply(payload: bytes) -> SlotReverted:
+    reverted, rebooting = _exact(payload, 2, "SLOT_REVERT")
+    return SlotReverted(_slot_source(reverted, "SLOT_REVERT"), bool(rebooting))
+
+
+def encode_slot_revert_reply(r: SlotReverted) -> bytes:
+    return bytes([r.reverted, int(r.rebooting)])
 
 
 # --- stream reader ------------------------------------------------------------------------

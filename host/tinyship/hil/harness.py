@@ -163,9 +163,11 @@ def _validate(client: DeviceClient, manifest: dict[str, Any], ts: TestSet,
     checks = report.checks
     c0 = client.counters.retries, client.counters.errors
 
+    # Version 2 only added the slot commands: a version-1 board validates the same way.
+    v = info.protocol_version
     checks.append(Check(
-        "protocol_version", info.protocol_version == P.PROTOCOL_VERSION,
-        f"device speaks protocol {info.protocol_version}, host {P.PROTOCOL_VERSION}"))
+        "protocol_version", v is not None and P.MIN_PROTOCOL_VERSION <= v <= P.PROTOCOL_VERSION,
+        f"device speaks protocol {v}, host {P.MIN_PROTOCOL_VERSION}..{P.PROTOCOL_VERSION}"))
     checks.append(Check(
         "model_version", info.model_version == expected["version"],
         f"device reports model {info.model_version!r}, registry expects "
