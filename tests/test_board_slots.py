@@ -468,3 +468,13 @@ def test_the_virtual_board_registers_the_operators_a_board_build_does(sm: Module
     ids = firmware_ops("tflm-arduino-2023", ["FULLY_CONNECTED", "MEAN"])
     assert ids == sorted(slot_image.OP_IDS[n] for n in sm.FAMILY_OPS)  # MEAN excluded
     assert slot_image.OP_IDS["MEAN"] in firmware_ops("tflm-current", ["MEAN"])
+
+
+def test_the_virtual_board_sizes_its_arena_as_the_board_envs_do() -> None:
+    import configparser
+
+    from tinyship.device.virtual.board import SLOT_ARENA_BYTES
+
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(INI)
+    assert int(ini["env"]["custom_tinyship_arena_bytes"]) == SLOT_ARENA_BYTES

@@ -324,6 +324,12 @@ def test_cli_load_trial_confirm_revert_and_an_unconfirmed_reset(
         code, doc = _cli(capsys, "device", "slots", "--device", vb.url)
         assert doc["slots"]["B"]["state_name"] == "pending"
         assert doc["running"]["source_name"] == "slot A"  # until the next reset
+        code, doc = _cli(capsys, "device", "reboot", "--device", vb.url)
+        assert code == 0 and doc["running"]["source_name"] == "slot B"
+        assert doc["running"]["mode_name"] == "trial" and doc["model_version"] == "v0002"
+        code, doc = _cli(capsys, "device", "reboot", "--device", vb.url)  # unconfirmed
+        assert code == 0 and doc["running"]["source_name"] == "slot A"
+        assert doc["model_version"] == "v0003"
 
 
 def test_cli_human_output(registry: Path, tmp_path: Path) -> None:

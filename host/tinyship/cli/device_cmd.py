@@ -339,3 +339,21 @@ def revert_cmd(url: str, baud: int, as_json: bool) -> None:
     run = result.boot.running
     click.echo(f"reverted {result.reverted.source_name}; the board runs {run.source_name} "
                f"({run.mode_name}): {result.boot.info.model_version}")
+
+
+@device.command("reboot")
+@device_option
+@baud_option
+@json_option
+def reboot_cmd(url: str, baud: int, as_json: bool) -> None:
+    """Reset the board and report what it runs after its boot decision: a pending slot
+    (`load-model --no-reboot`) starts its trial; an unconfirmed trial is reverted."""
+    with _open(url, baud) as client:
+        boot = _slot_client(client).reboot_and_wait()
+    doc = {"ok": True, **boot.to_dict()}
+    if as_json:
+        echo_json(doc)
+        return
+    run = boot.running
+    click.echo(f"rebooted in {boot.elapsed_s:.2f} s; the board runs {run.source_name} "
+               f"({run.mode_name}): {boot.info.model_version}")

@@ -14,6 +14,7 @@ compares with tolerance 0.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -182,3 +183,29 @@ def per_tensor_misread(model: bytes) -> bytes | None:
     builder = flatbuffers.Builder(len(model) + 1024)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+#: Where a version's generated firmware source keeps its golden vectors (registry artifact).
+EMBEDDED_GOLDEN_CC = "firmware/tinyship_model_data.cc"
+_EMBEDDED_RE = r"{name}\s*\[[^\]]*\]\s*=\s*\{{([^}}]*)\}}"
+
+
+def parse_embedded_golden(cc_text: str, n_in: int, n_out: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The int8 golden inputs (count, n_in) and outputs (count, n_out) of a generated
+    `tinyship_model_data.cc` (`tinyship_golden_inputs` / `_outputs`): what the firmware's
+    self-test runs, read back by the virtual board and the slot installer. ValueError when
+    their sizes do not fit the model's."""
+
+    def values(name: str) -> list[int]:
+        m = re.search(_EMBEDDED_RE.format(name=re.escape(name)), cc_text)
+        if m is None:
+            return []
+        return [int(v) for v in m.group(1).replace("\n", " ").split(",") if v.strip()]
+
+    gi, go = values("tinyship_golden_inputs"), values("tinyship_golden_outputs")
+    count = len(gi) // n_in if n_in > 0 else 0
+    if n_out < 1 or len(gi) != count * n_in or len(go) != count * n_out:
+        raise ValueError("golden vectors do not match the model's input/output size")
+    return (np.array(gi, dtype=np.int8).reshape(count, n_in),
+            np.array(go, dtype=np.int8).reshape(count, n_out))

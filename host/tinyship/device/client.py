@@ -58,8 +58,12 @@ REOPEN_AFTER_TIMEOUTS = 2
 SPLIT_AFTER_ATTEMPTS = 2
 #: Port reopens allowed during one streamed run (after timeouts or a vanished port).
 MAX_RECONNECTS = 3
-#: Silence after opening before probing with PING in case no banner comes (board not reset).
-PROBE_AFTER_S = 1.0
+#: Silence after opening before probing with PING in case no banner comes: a USB board is
+#: not reset by opening its port and answers at once. A probe sent while a board that does
+#: reset is still booting may be lost, so another follows every PROBE_EVERY_S; a probe's
+#: late answer (after the banner) is recognised and dropped.
+PROBE_AFTER_S = 0.15
+PROBE_EVERY_S = 0.5
 #: Pause between attempts to open a port that vanished after a reset (USB re-enumeration).
 REOPEN_POLL_S = 0.1
 
@@ -262,6 +266,8 @@ class DeviceClient:
         self.counters = Counters()
         self.info: P.DeviceInfo | None = None
         self.banner: str | None = None
+        #: Sequence numbers of readiness PINGs (`_wait_ready`) whose answers may come late.
+        self._probes: set[int] = set()
 
     # --- connection ---------------------------------------------------------------------
 
@@ -278,7 +284,7 @@ class DeviceClient:
         if not self.transport.is_open:
             self.transport.open()
         self._reader.reset()
-        self.banner = self._wait_ready(banner_timeout_s)
+        self.banner = self._wait_ready(banner_timeout_s, probe_every_s=PROBE_EVERY_S)
         return self.banner
 
     def _wait_ready(self, timeout_s: float, *, probe_after_s: float = PROBE_AFTER_S,
@@ -287,7 +293,7 @@ class DeviceClient:
         `probe_after_s` (at most half the timeout); with `probe_every_s`, another one each
         time that passes unanswered (a probe sent while a UART board boots is lost)."""
         deadline = Timeout(timeout_s, clock=self._clock)
-        probes: set[int] = set()
+        probes = self._probes
         next_probe = min(probe_after_s, timeout_s / 2)
         while not deadline.expired:
             for frame in self._reader.feed(self.transport.read()):
@@ -636,6 +642,9 @@ class DeviceClient:
                 seq = next(iter(inflight))
                 retry_front([inflight.pop(seq)])
         else:
+            if frame.cmd == P.Command.PING | P.RESPONSE_FLAG and frame.seq in self._probes:
+                self._probes.discard(frame.seq)  # a readiness probe answered after the banner
+                return
             self.counters.stale_replies += 1
 
     def _count_error(self, frame: P.Frame) -> P.ErrorReply | None:

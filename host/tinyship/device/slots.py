@@ -24,12 +24,12 @@ No TensorFlow anywhere here: images come from registry bytes and the manifest.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tinyship.convert.golden import EMBEDDED_GOLDEN_CC, parse_embedded_golden
 from tinyship.device import protocol as P
 from tinyship.device import slot_image as SI
 from tinyship.device.client import DeviceClient, DeviceReplyError, ReplyLost, Request
@@ -52,7 +52,6 @@ UPTIME_SLACK_S = 1.0
 #: progress(phase, done_bytes, total_bytes); phase is "erase", "write" or "verify".
 Progress = Callable[[str, int, int], None]
 
-_GOLDEN_CC = "firmware/tinyship_model_data.cc"
 
 
 class IncompatibleModel(ModelError):
@@ -216,26 +215,16 @@ def incompatibility(h: SI.SlotHeader, caps: P.FirmwareCaps, capacity: int
 
 def _golden_vectors(reg: Registry, version: str, n_in: int, n_out: int
                     ) -> tuple[list[bytes], list[bytes]]:
-    """The golden vectors the version's generated firmware embeds (int8 values in
-    `firmware/tinyship_model_data.cc`), as raw tensors; none when it has no such file."""
-    if _GOLDEN_CC not in reg.artifacts(version) or n_in < 1 or n_out < 1:
+    """The golden vectors the version's generated firmware embeds, as raw tensors; none
+    when it has no such file."""
+    if EMBEDDED_GOLDEN_CC not in reg.artifacts(version) or n_in < 1 or n_out < 1:
         return [], []
-    text = reg.read_artifact(version, _GOLDEN_CC).decode("utf-8", errors="replace")
-
-    def values(name: str) -> bytes:
-        m = re.search(rf"{name}\s*\[[^\]]*\]\s*=\s*\{{([^}}]*)\}}", text)
-        if m is None:
-            return b""
-        return bytes(int(v) & 0xFF for v in m.group(1).replace("\n", " ").split(",")
-                     if v.strip())
-
-    gi, go = values("tinyship_golden_inputs"), values("tinyship_golden_outputs")
-    count = len(gi) // n_in
-    if len(gi) != count * n_in or len(go) != count * n_out:
-        raise RegistryError(f"{version}/{_GOLDEN_CC}: golden vectors do not match the "
-                            "model's input/output size")
-    return ([gi[i * n_in:(i + 1) * n_in] for i in range(count)],
-            [go[i * n_out:(i + 1) * n_out] for i in range(count)])
+    text = reg.read_artifact(version, EMBEDDED_GOLDEN_CC).decode("utf-8", errors="replace")
+    try:
+        gi, go = parse_embedded_golden(text, n_in, n_out)
+    except ValueError as e:
+        raise RegistryError(f"{version}/{EMBEDDED_GOLDEN_CC}: {e}") from None
+    return [r.tobytes() for r in gi], [r.tobytes() for r in go]
 
 
 def image_from_registry(reg: Registry, ref: str | None, sequence: int) -> bytes:

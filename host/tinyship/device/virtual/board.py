@@ -38,7 +38,6 @@ import ctypes
 import dataclasses
 import logging
 import os
-import re
 import select
 import socket
 import tempfile
@@ -55,6 +54,7 @@ import numpy as np
 
 from tinyship import __version__
 from tinyship.config import BoardSection
+from tinyship.convert.golden import EMBEDDED_GOLDEN_CC, parse_embedded_golden
 from tinyship.device.protocol import LinkInfo, LinkKind
 from tinyship.device.virtual import _core
 from tinyship.device.virtual.faults import Faults
@@ -68,6 +68,9 @@ from tinyship.registry import Registry
 log = logging.getLogger(__name__)
 
 DEFAULT_BAUD = 115200
+#: The boards' `custom_tinyship_arena_bytes` (platformio.ini; tests keep them equal): the
+#: tensor arena of a firmware with model slots, so a retrained model of another size fits.
+SLOT_ARENA_BYTES = 32 * 1024
 DEFAULT_BOOT_DELAY_S = 0.3
 GOLDEN_TOLERANCE_LSB = 0  # as on boards (main.cpp; PROTOCOL.md section 4)
 #: In real-time mode the board's clock may run this far ahead of the wall clock before the
@@ -133,17 +136,6 @@ class Firmware:
         return int(np.prod(self.manifest["model"]["output"]["shape"]))
 
 
-_GOLDEN_RE = r"{name}\s*\[[^\]]*\]\s*=\s*\{{([^}}]*)\}}"
-
-
-def parse_golden(cc_text: str, name: str) -> list[int]:
-    """The int8 values of `const int8_t <name>[...] = {...};` in generated C."""
-    m = re.search(_GOLDEN_RE.format(name=re.escape(name)), cc_text)
-    if m is None:
-        return []
-    return [int(v) for v in m.group(1).replace("\n", " ").split(",") if v.strip()]
-
-
 def load_firmware(registry_root: Path, ref: str | None) -> Firmware:
     """A registry version with its model bytes and the golden vectors its firmware embeds
     (parsed from the generated `firmware/tinyship_model_data.cc`)."""
@@ -163,22 +155,16 @@ def load_firmware(registry_root: Path, ref: str | None) -> Firmware:
         raise RegistryError(f"registry version {version} is incomplete: {e}") from None
     n_in = int(np.prod(in_shape))
     n_out = int(np.prod(out_shape))
-    cc_rel = "firmware/tinyship_model_data.cc"
-    cc = vdir / cc_rel
-    gi: list[int] = []
-    go: list[int] = []
-    if cc_rel in reg.artifacts(version):
-        text = reg.read_artifact(version, cc_rel).decode("utf-8", errors="replace")
-        gi = parse_golden(text, "tinyship_golden_inputs")
-        go = parse_golden(text, "tinyship_golden_outputs")
-    count = len(gi) // n_in if n_in else 0
-    if len(gi) != count * n_in or len(go) != count * n_out:
-        raise RegistryError(f"{cc}: golden vectors do not match the model's input/output size")
-    return Firmware(
-        version=version, model=model, manifest=manifest,
-        golden_inputs=np.array(gi, dtype=np.int8).reshape(count, n_in),
-        golden_outputs=np.array(go, dtype=np.int8).reshape(count, n_out),
-    )
+    gi = np.zeros((0, n_in), dtype=np.int8)
+    go = np.zeros((0, n_out), dtype=np.int8)
+    if EMBEDDED_GOLDEN_CC in reg.artifacts(version):
+        text = reg.read_artifact(version, EMBEDDED_GOLDEN_CC).decode("utf-8", errors="replace")
+        try:
+            gi, go = parse_embedded_golden(text, n_in, n_out)
+        except ValueError as e:
+            raise RegistryError(f"{vdir / EMBEDDED_GOLDEN_CC}: {e}") from None
+    return Firmware(version=version, model=model, manifest=manifest, golden_inputs=gi,
+                    golden_outputs=go)
 
 
 def firmware_ops(profile: str, factory_ops: Sequence[str] = ()) -> list[int]:
@@ -463,9 +449,12 @@ class VirtualBoard:
 
     @property
     def arena_bytes(self) -> int:
-        """The firmware's tensor arena: the factory model's need, as the boards' build
-        sizes it (select_model.py); a slot model needing more is refused."""
-        return int(self.firmware.manifest["model"].get("arena_bytes", 0)) or 16 * 1024
+        """The firmware's tensor arena, sized as a board build sizes it (select_model.py):
+        the factory model's need or `custom_tinyship_arena_bytes` (platformio.ini: 32 KiB),
+        whichever is larger; without slots, the factory model's. A slot model needing more
+        is refused."""
+        need = int(self.firmware.manifest["model"].get("arena_bytes", 0)) or 16 * 1024
+        return max(need, SLOT_ARENA_BYTES) if self.flash is not None else need
 
     def running_model(self) -> tuple[int, int]:
         """(source, mode) of the model the core runs: TS_RUNNING_FACTORY / _SLOT_A / _SLOT_B
