@@ -150,7 +150,7 @@ def test_protocol_md_slot_examples_are_what_the_core_sends(registry: Path,
     h = SI.parse_slot_image(image)
     assert (len(image), h.header_len, len(h.golden_inputs)) == (3616, 448, 32)
     m = reg.manifest("v0001")
-    m["model"]["arena_bytes"] = 9216
+    m["model"]["arena_bytes"] = 65536
     fat = SI.build_slot_image(h.body, m, 1)
     with _board(registry, tmp_path / "slots") as vb, DeviceClient.open(vb.url) as c:
         check(_exchange(c, P.Command.SLOT_BEGIN, 0x21, fat[:SI.parse_slot_image(fat)

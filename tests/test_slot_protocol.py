@@ -61,6 +61,7 @@ def test_slot_constants_match_the_c_headers() -> None:
     assert d["TS_SLOT_MAX_CHUNK"] == P.SLOT_MAX_CHUNK
     assert d["TS_MAX_DEVICE_ID"] == P.MAX_DEVICE_ID
     assert d["TS_SLOT_EMPTY"] == P.SlotState.EMPTY
+    assert d["TS_SLOT_TRIAL"] == P.SlotState.TRIAL
     # offset:u32 + the largest chunk fit one payload
     assert 4 + P.SLOT_MAX_CHUNK <= P.MAX_PAYLOAD
     assert _enum("tinyship_core.h", "TS_RUNNING_") == {
@@ -68,7 +69,7 @@ def test_slot_constants_match_the_c_headers() -> None:
         **{f"TS_RUNNING_{m.name}": int(m) for m in P.RunningMode}}
     classes = _enum("ts_slot_state.h", "TS_SLOT_")
     for m in P.SlotState:
-        if m is not P.SlotState.EMPTY:
+        if m not in (P.SlotState.EMPTY, P.SlotState.TRIAL):
             assert classes[f"TS_SLOT_{m.name}"] == m, m
     flags = _enum("ts_slot_state.h", "TS_FLAG_")
     assert {k: v for k, v in flags.items() if k != "TS_FLAG_SET_BYTE"} == {

@@ -397,8 +397,7 @@ int fuzz_slots(uint32_t iters) {
           }
           for (int k = 0; k < 2; k++) {
             const uint8_t *r = &q[44 + 68 * k];
-            // states 0..5, and 6 for the slot running as a trial
-            if (r[0] > 6u || r[7] != 0) return slot_fail("SLOT_INFO record", it, b);
+            if (r[0] > TS_SLOT_TRIAL || r[7] != 0) return slot_fail("SLOT_INFO record", it, b);
             const uint32_t sq = le32(r + 8);
             if (sq != 0xFFFFFFFFu && sq >= v.next_seq) v.next_seq = sq + 1;
           }

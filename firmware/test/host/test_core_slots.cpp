@@ -183,15 +183,13 @@ SlotInfo slot_info(Board &b) {
 
 // The record is consistent: state is the class of its flags (or EMPTY), fields 8..67
 // zero without a parsed header.
-constexpr uint8_t kStateTrial = 6;  // SLOT_INFO state of the slot running as a trial
-
 bool record_consistent(const SlotRec &r) {
   bool ok = r.zero == 0 && r.commit <= 2 && r.tried <= 2 && r.confirmed <= 2 && r.revoked <= 2 &&
-            r.crc_ok <= 1 && r.state <= kStateTrial;
+            r.crc_ok <= 1 && r.state <= TS_SLOT_TRIAL;
   if (r.status != 0) {
     for (size_t i = 8; i < 68; i++) ok = ok && r.raw[i] == 0;
   }
-  if (r.state == kStateTrial) {  // the running trial: its flags say "tried, not confirmed"
+  if (r.state == TS_SLOT_TRIAL) {  // the running trial: its flags say "tried, not confirmed"
     ts_slot_flags fl{r.commit, r.crc_ok, r.tried, r.confirmed, r.revoked, r.seq};
     ok = ok && ts_slot_classify(&fl) == TS_SLOT_FAILED;
   } else if (r.state != TS_SLOT_EMPTY) {

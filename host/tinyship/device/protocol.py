@@ -744,7 +744,8 @@ assert _SLOT_RECORD.size == SLOT_RECORD_SIZE
 
 
 class SlotState(IntEnum):
-    """A slot's class in SLOT_INFO (`ts_slot_class`, plus EMPTY: erased)."""
+    """A slot's class in SLOT_INFO (`ts_slot_class`, plus EMPTY: erased, and TRIAL: the
+    slot running now as a trial, whose flags alone read FAILED)."""
 
     INVALID = 0
     REVOKED = 1
@@ -752,6 +753,7 @@ class SlotState(IntEnum):
     FAILED = 3
     CONFIRMED = 4
     EMPTY = 5
+    TRIAL = 6
 
 
 class FlagState(IntEnum):

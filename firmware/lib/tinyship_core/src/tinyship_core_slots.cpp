@@ -12,7 +12,6 @@ constexpr uint32_t kBootAttempts = 3;  // each failed attempt revokes a slot: 2 
 constexpr uint8_t kNoSlot = 0xFFu;
 constexpr size_t kSlotRecordBytes = 68;
 constexpr size_t kSlotInfoFixed = 44 + 2 * kSlotRecordBytes;
-constexpr uint8_t kStateTrial = 6;  // SLOT_INFO: the slot running now as a trial
 
 const ts_flash_t &flash(const ts_core *c) { return *c->cfg.flash; }
 
@@ -230,7 +229,7 @@ void handle_slot_info(ts_core *c, const Packet &req) {
     // the next boot will make of them): report what it is now.
     if (c->running_mode == TS_RUNNING_TRIAL && c->running_source == s + 1u &&
         c->rec.state == TS_SLOT_FAILED) {
-      c->rec.state = kStateTrial;
+      c->rec.state = TS_SLOT_TRIAL;
     }
     put_slot_record(pl + 44 + s * kSlotRecordBytes, c->rec);
   }

@@ -24,6 +24,9 @@ extern "C" {
 /* Reported state of a slot: a ts_slot_class, or this for an erased slot (no header
  * magic, no commit marker). */
 #define TS_SLOT_EMPTY 5u
+/* ... and in SLOT_INFO, for the slot running now as a trial (its flags read "tried, not
+ * confirmed", the FAILED class the next boot would give it). */
+#define TS_SLOT_TRIAL 6u
 
 /* Trailer units, in trailer order. */
 typedef enum {
