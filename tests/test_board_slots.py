@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIRMWARE = REPO / "firmware"
 INI = REPO / "platformio.ini"
 PARTITIONS = FIRMWARE / "esp32s3/partitions.csv"
+FIXTURE_REGISTRY = REPO / "tests" / "fixtures" / "registry"
 
 
 @pytest.fixture()
@@ -264,7 +265,8 @@ def test_env_options_parse_sizes_and_lists(sm: ModuleType) -> None:
 def test_shipped_envs_hold_two_slots_and_the_bundled_model(sm: ModuleType,
                                                            tmp_path: Path) -> None:
     """platformio.ini as shipped: every board env has slots, its flash holds them and the
-    bundled registry model (models/) fits one; the generated headers say so."""
+    bundled model (a copy in tests/fixtures/registry) fits one; the generated headers say
+    so."""
     envs = _envs()
     assert {"nano33ble", "nanorp2040connect", "esp32s3"} <= set(envs)
     for name, raw in envs.items():
@@ -273,7 +275,7 @@ def test_shipped_envs_hold_two_slots_and_the_bundled_model(sm: ModuleType,
         assert opts.board in sm.SLOT_BOARDS, name
         sel = sm.prepare_build(project_dir=REPO, build_dir=tmp_path / name, env_name=name,
                                env_profile=raw["custom_tinyship_profile"],
-                               environ={"TINYSHIP_REGISTRY": str(REPO / "models")},
+                               environ={"TINYSHIP_REGISTRY": str(FIXTURE_REGISTRY)},
                                options=opts)
         assert sel.slot_bytes == opts.slot_bytes
         slots = sel.slots_config.read_text()

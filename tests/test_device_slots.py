@@ -38,7 +38,7 @@ from tinyship.errors import ExitCode
 from tinyship.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "models"
+MODELS = REPO / "tests" / "fixtures" / "registry"
 PROTOCOL_MD = REPO / "firmware" / "PROTOCOL.md"
 
 

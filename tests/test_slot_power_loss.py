@@ -30,7 +30,7 @@ from tinyship.device.virtual.powerloss import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "models"
+MODELS = REPO / "tests" / "fixtures" / "registry"
 RANDOM_CUTS = 1000
 
 

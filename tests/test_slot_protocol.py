@@ -37,7 +37,7 @@ from tinyship.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "firmware" / "lib" / "tinyship_core" / "src"
-MODELS = REPO / "models"
+MODELS = REPO / "tests" / "fixtures" / "registry"
 
 
 def _defines(*names: str) -> dict[str, int]:
@@ -604,12 +604,6 @@ def test_board_refusals_become_slot_errors_with_the_status() -> None:
             call()
         assert e.value.status == P.Status.SLOT_STATE
     assert P.Command.SLOT_REVERT not in board.log and P.Command.SLOT_CONFIRM not in board.log
-    # the board's own refusal, when the host could not tell (no RUNNING tag in its INFO)
-    c, sc = _connect(board)
-    c.hello().running = None
-    with pytest.raises(SlotError, match="TS_ERR_SLOT_STATE") as e:
-        sc.confirm()
-    assert e.value.status == P.Status.SLOT_STATE and e.value.hint
 
 
 # --- images from the registry --------------------------------------------------------------

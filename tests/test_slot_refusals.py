@@ -28,6 +28,7 @@ from tinyship.device.virtual.powerloss import (
     CMD_CONFIRM,
     CMD_END,
     CMD_REBOOT,
+    CMD_REVERT,
     CMD_WRITE,
     PowerLossSweep,
     SweepBoard,
@@ -36,13 +37,15 @@ from tinyship.device.virtual.powerloss import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+#: A copy of the bundled model's registry version (tests/fixtures/registry/README.md).
+MODELS = REPO / "tests" / "fixtures" / "registry"
 ERR = {"header": 17, "profile": 18, "op": 19, "arena": 20, "shape": 21, "size": 22,
        "sequence": 23, "order": 24, "range": 25, "verify": 26, "state": 27}
 
 
 @pytest.fixture
 def board(tmp_path: Path) -> tuple[VirtualBoard, SweepBoard]:
-    vb = VirtualBoard(REPO / "models", "v0001", baud=0, boot_delay_s=0, state_dir=tmp_path)
+    vb = VirtualBoard(MODELS, "v0001", baud=0, boot_delay_s=0, state_dir=tmp_path)
     vb.power_on_headless()
     sb = SweepBoard(vb)
     old = firmware_model(vb.firmware)
@@ -166,3 +169,61 @@ def test_a_model_whose_crc_fails_is_never_committed(
     assert vb.running_model() == (_core.TS_RUNNING_SLOT_A, _core.TS_RUNNING_CONFIRMED)
     sweep = PowerLossSweep(vb, variant_model(vb.firmware, "v9003", seed=5))
     assert sweep.check("after a refused END") == "old"
+
+
+def test_confirm_names_the_model_it_means(board: tuple[VirtualBoard, SweepBoard]) -> None:
+    """SLOT_CONFIRM with a sequence number confirms only that model: after an unnoticed
+    reset the board refuses instead of confirming whatever runs."""
+    vb, sb = board
+    new = variant_model(vb.firmware, "v9002", seed=4)
+    assert sb.install(new.image(6)) and sb.ok(CMD_REBOOT)
+    assert vb.running_model() == (_core.TS_RUNNING_SLOT_B, _core.TS_RUNNING_TRIAL)
+    r = sb.request(CMD_CONFIRM, struct.pack("<I", 5))  # slot A's, not the trial's
+    assert r is not None and r.error == ERR["state"]
+    r = sb.request(CMD_CONFIRM, b"\x06\x00")  # neither empty nor 4 bytes
+    assert r is not None and r.error == 8
+    assert vb.running_model() == (_core.TS_RUNNING_SLOT_B, _core.TS_RUNNING_TRIAL)
+    assert sb.ok(CMD_CONFIRM, struct.pack("<I", 6))
+    assert sb.ok(CMD_CONFIRM, struct.pack("<I", 6))  # a resent frame is harmless
+    assert vb.running_model() == (_core.TS_RUNNING_SLOT_B, _core.TS_RUNNING_CONFIRMED)
+
+
+def test_a_superseded_untried_model_never_runs(tmp_path: Path) -> None:
+    """Two installs without a reboot between them: the older one is revoked at the newer
+    one's SLOT_END, and if power is cut just before that revoke, the boot revokes it; when
+    the newer one is then reverted, the factory model runs, never the older one."""
+    vb = VirtualBoard(MODELS, "v0001", baud=0, boot_delay_s=0, state_dir=tmp_path)
+    vb.power_on_headless()
+    assert vb.flash is not None
+    sb = SweepBoard(vb)
+    one = variant_model(vb.firmware, "v9001", seed=1)
+    two = variant_model(vb.firmware, "v9002", seed=2)
+    assert sb.install(one.image(1))  # slot A, pending; no reboot
+    image = two.image(2)
+    start = vb.flash.total_ops
+    assert sb.install(image)  # count its flash operations: the last one revokes slot A
+    n = vb.flash.total_ops - start
+    vb.flash.restore(b"\xff" * len(vb.flash.nor.image))
+    vb.power_cycle_headless()
+    assert sb.install(one.image(1))
+    vb.flash.cut_at = vb.flash.total_ops + n  # before the revoke of A
+    vb.flash.nor.cut_mode = "before"
+    sb.install(image)
+    vb.flash.cut_at = 0
+    assert vb.flash.cuts == 1
+    # Powered on again: B (newer) runs as a trial, A (stale) was revoked by the boot.
+    assert vb.running_model() == (_core.TS_RUNNING_SLOT_B, _core.TS_RUNNING_TRIAL)
+    vb.power_cycle_headless()  # a reset before confirm
+    assert vb.running_model() == (_core.TS_RUNNING_FACTORY, _core.TS_RUNNING_CONFIRMED)
+
+
+def test_revert_never_starts_a_trial(board: tuple[VirtualBoard, SweepBoard]) -> None:
+    """Slot A confirmed runs, slot B holds a newer model not yet tried (load-model
+    --no-reboot): a revert goes back to the factory model and takes B's model too."""
+    vb, sb = board
+    new = variant_model(vb.firmware, "v9002", seed=4)
+    assert sb.install(new.image(6))
+    assert sb.ok(CMD_REVERT)
+    assert vb.running_model() == (_core.TS_RUNNING_FACTORY, _core.TS_RUNNING_CONFIRMED)
+    vb.power_cycle_headless()
+    assert vb.running_model() == (_core.TS_RUNNING_FACTORY, _core.TS_RUNNING_CONFIRMED)

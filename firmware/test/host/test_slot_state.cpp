@@ -177,13 +177,19 @@ void test_table_rows() {
       {"3 pending only -> trial", pending(3), none, A, T, 1, {{MT, SA}}},
       {"4 two confirmed -> newer", confirmed(3), confirmed(4), BB, C, 0, {}},
       {"5 confirmed + newer pending -> trial", confirmed(3), pending(4), BB, T, 1, {{MT, SB}}},
-      {"6 confirmed + older pending -> confirmed", confirmed(4), pending(3), A, C, 0, {}},
-      {"7 two pending -> newer trial", pending(3), pending(4), BB, T, 1, {{MT, SB}}},
+      {"6 confirmed + older pending -> revoke stale, confirmed", confirmed(4), pending(3), A,
+       C, 1, {{RV, SB}}},
+      {"7 two pending -> revoke older, newer trial", pending(3), pending(4), BB, T, 2,
+       {{RV, SA}, {MT, SB}}},
       {"8 failed only -> revoke, factory", failed(3), none, F, C, 1, {{RV, SA}}},
       {"9 failed + confirmed -> revoke, confirmed", failed(4), confirmed(3), BB, C, 1,
        {{RV, SA}}},
-      {"10 failed + pending -> revoke, trial", failed(4), pending(3), BB, T, 2,
+      {"10 failed + older pending -> revoke both, factory", failed(4), pending(3), F, C, 2,
+       {{RV, SA}, {RV, SB}}},
+      {"10b failed + newer pending -> revoke, trial", failed(3), pending(4), BB, T, 2,
        {{RV, SA}, {MT, SB}}},
+      {"10c revoked newer + pending -> revoke stale, factory", revoked(4), pending(3), F, C,
+       1, {{RV, SB}}},
       {"11 two failed -> revoke both, factory", failed(3), failed(4), F, C, 2,
        {{RV, SA}, {RV, SB}}},
       {"12 invalid newer + confirmed", slot(S, 0, U, U, U, 9), confirmed(3), BB, C, 0, {}},
@@ -220,7 +226,14 @@ void test_names() {
 }
 
 // ------------------------------------------------ exhaustive invariants --
-bool bootable(ts_slot_class c) { return c == TS_SLOT_CONFIRMED || c == TS_SLOT_PENDING; }
+// A pending slot older than the other committed (not invalid) slot: superseded, never run.
+bool stale(const ts_slot_flags s[2], const ts_slot_class cls[2], unsigned i) {
+  const unsigned j = i ^ 1u;
+  return cls[i] == TS_SLOT_PENDING && cls[j] != TS_SLOT_INVALID && s[j].seq > s[i].seq;
+}
+bool bootable(const ts_slot_flags s[2], const ts_slot_class cls[2], unsigned i) {
+  return cls[i] == TS_SLOT_CONFIRMED || (cls[i] == TS_SLOT_PENDING && !stale(s, cls, i));
+}
 
 // Boot repeatedly without ever confirming; each trial slot may run at most once, and the
 // decision must settle (no more writes) within three boots.
@@ -260,14 +273,14 @@ void test_exhaustive() {
     CHECK(d.n_actions <= TS_BOOT_MAX_ACTIONS);
     if (d.source == F) {
       // Factory only when no slot can boot.
-      CHECK(!bootable(cls[0]) && !bootable(cls[1]));
+      CHECK(!bootable(s, cls, 0) && !bootable(s, cls, 1));
       CHECK(d.mode == C);
     } else {
       const unsigned x = d.source == A ? 0u : 1u;
       // Never boot a slot whose CRC fails or that lacks the commit marker.
       CHECK(s[x].commit == S && s[x].crc_ok == 1);
       CHECK(s[x].revoked == U);
-      CHECK(bootable(cls[x]));
+      CHECK(bootable(s, cls, x));
       CHECK((d.mode == T) == (cls[x] == TS_SLOT_PENDING));
       // A trial marks the slot tried (last write, after any revoke) before it runs.
       if (d.mode == T) {
@@ -276,14 +289,17 @@ void test_exhaustive() {
       }
       // The newest bootable slot wins.
       const unsigned y = x ^ 1u;
-      if (bootable(cls[y])) CHECK(s[x].seq >= s[y].seq);
+      if (bootable(s, cls, y)) CHECK(s[x].seq >= s[y].seq);
       // A confirmed slot is never passed over for the factory or an older slot.
     }
     for (unsigned i = 0; i < 2; ++i) {
-      // Revoke exactly the failed slots; never revoke (erase) a confirmed slot.
-      CHECK(has_action(d, RV, static_cast<uint8_t>(i)) == (cls[i] == TS_SLOT_FAILED));
+      // Revoke exactly the failed and the stale pending slots; never a confirmed slot.
+      CHECK(has_action(d, RV, static_cast<uint8_t>(i)) ==
+            (cls[i] == TS_SLOT_FAILED || stale(s, cls, i)));
       if (cls[i] == TS_SLOT_CONFIRMED) CHECK(!has_action(d, RV, static_cast<uint8_t>(i)));
-      if (has_action(d, MT, static_cast<uint8_t>(i))) CHECK(cls[i] == TS_SLOT_PENDING);
+      if (has_action(d, MT, static_cast<uint8_t>(i))) CHECK(bootable(s, cls, i));
+      // Never an older pending model when a newer one was committed after it.
+      if (stale(s, cls, i)) CHECK(d.source != (i == 0 ? A : BB));
     }
     if (cls[0] == TS_SLOT_CONFIRMED || cls[1] == TS_SLOT_CONFIRMED) CHECK(d.source != F);
     // Mirror symmetry when the sequence numbers differ.

@@ -296,12 +296,19 @@ class DeviceClient:
         probes = self._probes
         next_probe = min(probe_after_s, timeout_s / 2)
         while not deadline.expired:
+            answered = False
             for frame in self._reader.feed(self.transport.read()):
                 if frame.seq in probes and frame.cmd == P.Command.PING | P.RESPONSE_FLAG:
-                    return None
+                    probes.discard(frame.seq)
+                    answered = True
+            # The banner first: a board that reset answers a probe sent during its boot
+            # right after the banner, often in the same read; the banner must not be left
+            # behind for a later reader to take for a reset.
             for line in self._reader.take_lines():
                 if line.startswith(P.BANNER_PREFIX):
                     return line
+            if answered:
+                return None
             if deadline.elapsed() >= next_probe and (not probes or probe_every_s is not None):
                 seq = self._next_seq()
                 probes.add(seq)

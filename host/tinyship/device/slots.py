@@ -24,6 +24,7 @@ No TensorFlow anywhere here: images come from registry bytes and the manifest.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -463,16 +464,30 @@ class SlotClient:
             return None
         return BootResult(info, banner, elapsed)
 
-    def confirm(self) -> P.Running:
+    def confirm(self, *, expect_sha256: str | None = None) -> P.Running:
         """SLOT_CONFIRM: the running trial becomes permanent (a confirmed slot: no-op).
+        The request names the running slot's sequence number (read from SLOT_INFO just
+        before), so after an unnoticed reset the board refuses rather than confirm another
+        model; with `expect_sha256`, a board running another model is refused here.
         SlotError when the factory model runs."""
-        info = self.info()
-        if info.running is not None and info.running.slot is None:
+        slots = self.slot_info()
+        running = slots.running
+        if running.slot is None:
             raise SlotError("the board runs its factory model: there is no slot model to "
                             "confirm", status=P.Status.SLOT_STATE,
                             hint="tinyship device load-model installs one as a trial")
-        source = self._request(P.Command.SLOT_CONFIRM, b"", P.parse_slot_confirm_reply)
+        rec = slots.slots[running.slot]
+        if expect_sha256 is not None and rec.model_sha256 != expect_sha256.lower():
+            raise SlotError(
+                f"the board runs {running.source_name} ({rec.model_version or '?'}, SHA-256 "
+                f"{rec.model_sha256[:12]}), not the model to confirm ({expect_sha256[:12]})",
+                status=P.Status.SLOT_STATE, hint="it reset and went back: load the model again")
+        source = self._request(P.Command.SLOT_CONFIRM, struct.pack("<I", rec.sequence),
+                               P.parse_slot_confirm_reply)
         self.client.info = None  # RUNNING changed: the next HELLO reads it again
+        if source != running.source:
+            raise SlotError(f"SLOT_CONFIRM answered for slot {source}, expected "
+                            f"{running.source_name}", status=P.Status.SLOT_STATE)
         return P.Running(source, P.RunningMode.CONFIRMED)
 
     def revert(self, *, timeout_s: float = REBOOT_TIMEOUT_S) -> RevertResult:
@@ -482,7 +497,8 @@ class SlotClient:
         before = self.slot_info()
         if before.running.slot is None:
             raise SlotError("the board runs its factory model: there is no slot model to "
-                            "revert", status=P.Status.SLOT_STATE)
+                            "revert", status=P.Status.SLOT_STATE,
+                            hint="nothing to undo; tinyship device slots shows both slots")
         t0 = self._clock()
         try:
             reply: P.SlotReverted = self._request(P.Command.SLOT_REVERT, b"",

@@ -192,6 +192,7 @@ struct ts_core {
   char run_sha[2u * TS_SLOT_SHA256_LEN + 1u];
   int32_t run_in_shape[8];
   int32_t run_out_shape[8];
+  uint32_t run_seq;  // the running slot's sequence number (SLOT_CONFIRM checks it)
   // an install in progress (SLOT_BEGIN .. SLOT_END)
   bool inst_active;
   uint8_t inst_slot;

@@ -29,6 +29,7 @@ void use_slot_config(ts_core *c, const ts_slot_header_t &h) {
     c->run_sha[2 * i + 1] = kHex[h.sha256[i] & 15u];
   }
   c->run_sha[2 * TS_SLOT_SHA256_LEN] = '\0';
+  c->run_seq = h.sequence;
   f.model_version = c->run_version;
   f.model_sha256 = c->run_sha;
   f.model_crc32 = h.model_crc32;
@@ -257,14 +258,17 @@ ts_status_t image_refusal(ts_slot_image_status st) {
   }
 }
 
-// The slot an install may erase: the one not running. With the factory model running,
-// one that is neither confirmed nor pending, else the older one.
+// The slot an install may erase: the one not running. With the factory model running
+// (e.g. a confirmed slot failed to load in this boot), never a confirmed slot while the
+// other is not confirmed (the last confirmed model survives), else one that is not
+// pending, else the older one.
 uint32_t install_target(ts_core *c, const uint8_t state[2], const uint32_t seq[2]) {
   if (c->running_source == TS_RUNNING_SLOT_A) return TS_SLOT_B;
   if (c->running_source == TS_RUNNING_SLOT_B) return TS_SLOT_A;
-  const bool keep_a = state[0] == TS_SLOT_CONFIRMED || state[0] == TS_SLOT_PENDING;
-  const bool keep_b = state[1] == TS_SLOT_CONFIRMED || state[1] == TS_SLOT_PENDING;
-  if (keep_a != keep_b) return keep_a ? TS_SLOT_B : TS_SLOT_A;
+  const bool conf_a = state[0] == TS_SLOT_CONFIRMED, conf_b = state[1] == TS_SLOT_CONFIRMED;
+  if (conf_a != conf_b) return conf_a ? TS_SLOT_B : TS_SLOT_A;
+  const bool pend_a = state[0] == TS_SLOT_PENDING, pend_b = state[1] == TS_SLOT_PENDING;
+  if (pend_a != pend_b) return pend_a ? TS_SLOT_B : TS_SLOT_A;
   return seq[1] < seq[0] ? TS_SLOT_B : TS_SLOT_A;
 }
 
@@ -416,7 +420,14 @@ void reply_then_reset(ts_core *c, const Packet &req, size_t len) {
 }
 
 void handle_confirm(ts_core *c, const Packet &req) {
-  if (c->running_source == TS_RUNNING_FACTORY) {
+  if (req.len != 0u && req.len != 4u) {
+    send_error(c, TS_ERR_BAD_PAYLOAD, req.cmd, req.seq);
+    return;
+  }
+  // With a sequence number, only the model the host means is confirmed: after an
+  // unnoticed reset another model may run.
+  if (c->running_source == TS_RUNNING_FACTORY ||
+      (req.len == 4u && get_le32(req.payload) != c->run_seq)) {
     send_error(c, TS_ERR_SLOT_STATE, req.cmd, req.seq);
     return;
   }
@@ -438,6 +449,15 @@ void handle_revert(ts_core *c, const Packet &req) {
     return;
   }
   const uint32_t slot = c->running_source - 1u;
+  // A pending model in the other slot goes too (first: a power cut in between leaves the
+  // running model as it was): a revert brings back the previous *confirmed* model, or the
+  // factory model, never a new trial.
+  const uint32_t other = 1u - slot;
+  if (ts_store_read(c->cfg.flash, other, nullptr, &c->rec) == 0 &&
+      c->rec.state == TS_SLOT_PENDING && ts_store_set(c->cfg.flash, other, TS_UNIT_REVOKED) != 0) {
+    send_error(c, TS_ERR_FLASH, req.cmd, req.seq);
+    return;
+  }
   if (ts_store_read(c->cfg.flash, slot, nullptr, &c->rec) != 0 ||
       (c->rec.flags.revoked == TS_FLAG_UNSET &&
        ts_store_set(c->cfg.flash, slot, TS_UNIT_REVOKED) != 0)) {

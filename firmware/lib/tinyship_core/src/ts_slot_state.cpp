@@ -74,18 +74,30 @@ ts_slot_status ts_boot_decide(const ts_slot_flags* a, const ts_slot_flags* b,
     const ts_slot_flags slots[2] = {*a, *b};
     const ts_slot_class cls[2] = {ts_slot_classify(a), ts_slot_classify(b)};
 
-    // 1. Revert failed trials first, so a reset from here on cannot run them again.
+    // A pending slot older than the other committed slot is stale: the host installed a
+    // newer model after it, so it must never run (not even when that newer one is later
+    // reverted). Never the case when both pending slots have the same sequence number.
+    bool stale[2] = {false, false};
     for (unsigned i = 0; i < 2u; ++i) {
-        if (cls[i] == TS_SLOT_FAILED) {
+        const unsigned j = i ^ 1u;
+        stale[i] = cls[i] == TS_SLOT_PENDING && cls[j] != TS_SLOT_INVALID &&
+                   slots[j].seq > slots[i].seq;
+    }
+
+    // 1. Revoke failed trials and stale pending slots first, so a reset from here on
+    //    cannot run them.
+    for (unsigned i = 0; i < 2u; ++i) {
+        if (cls[i] == TS_SLOT_FAILED || stale[i]) {
             out->actions[out->n_actions++] =
                 ts_slot_action{static_cast<uint8_t>(TS_ACT_REVOKE), static_cast<uint8_t>(i)};
         }
     }
 
-    // 2. Boot the newest bootable slot (confirmed or pending), else the factory model.
+    // 2. Boot the newest bootable slot (confirmed, or pending and not stale), else the
+    //    factory model.
     int pick = -1;
     for (unsigned i = 0; i < 2u; ++i) {
-        if (cls[i] != TS_SLOT_CONFIRMED && cls[i] != TS_SLOT_PENDING) continue;
+        if (cls[i] != TS_SLOT_CONFIRMED && (cls[i] != TS_SLOT_PENDING || stale[i])) continue;
         if (pick < 0 || better(slots, cls, i, static_cast<unsigned>(pick))) {
             pick = static_cast<int>(i);
         }
