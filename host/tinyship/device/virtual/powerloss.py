@@ -188,22 +188,29 @@ class SweepReport:
 
 
 class PowerLossSweep:
-    """The sweep over one virtual board (factory model `old`) and a second model `new`."""
+    """The sweep over one virtual board: its factory model, an `old` model confirmed in
+    slot A and a `new` one (three distinct models, so that losing the confirmed slot shows
+    as the factory model running)."""
 
-    def __init__(self, board: VirtualBoard, new: SlotModel) -> None:
+    def __init__(self, board: VirtualBoard, new: SlotModel, old: SlotModel | None = None
+                 ) -> None:
         if board.flash is None:
             raise ValueError("the board has no model slots")
         self.vb = board
         self.flash = board.flash
         self.sb = SweepBoard(board)
-        self.old = firmware_model(board.firmware)
+        self.factory = firmware_model(board.firmware)
+        self.old = old or variant_model(board.firmware, "v9001", seed=1001)
         self.new = new
-        self.known = {self.old.sha256: "old", new.sha256: "new"}
+        self.known = {self.factory.sha256: "factory", self.old.sha256: "old",
+                      new.sha256: "new"}
+        if len(self.known) != 3:
+            raise ValueError("the factory, old and new models must differ")
         self.report = SweepReport()
 
     # --- invariants ----------------------------------------------------------------------
     def check(self, case: str) -> str:
-        """Assert the invariants after a power-on; returns "old" or "new"."""
+        """Assert the invariants after a power-on; returns "factory", "old" or "new"."""
         t = self.sb.info()
         sha = t.get(TAG_SHA, b"").decode()
         if sha not in self.known:
@@ -214,18 +221,27 @@ class PowerLossSweep:
         if not st or st[0] != 0:
             raise SweepFailure(f"{case}: self-test did not pass ({st.hex()})")
         running = t.get(TAG_RUNNING, b"")
-        if len(running) != 2 or (running[0], running[1]) != self.vb.running_model():
-            raise SweepFailure(f"{case}: INFO running {running.hex()} differs from the core's "
-                               f"{self.vb.running_model()}")
+        if len(running) != 2 or running[1] not in (0, 1):
+            raise SweepFailure(f"{case}: INFO has no valid running tag ({running.hex()})")
         if running[0] == _core.TS_RUNNING_FACTORY:
-            if sha != self.old.sha256:
+            if sha != self.factory.sha256 or running[1] != 0:
                 raise SweepFailure(f"{case}: factory model reported as {sha[:12]}")
-        else:  # the slot's bytes, read independently, are the model INFO names: no mix
-            raw = self.flash.slot_bytes_of(running[0] - 1)
-            h = parse_slot_image(raw[:self.flash.slot_bytes - self.flash.nor.geometry.sector_size])
-            body = raw[h.header_len:h.header_len + h.model_len]
-            if hashlib.sha256(body).hexdigest() != sha or h.sha256.hex() != sha:
-                raise SweepFailure(f"{case}: slot {running[0]} bytes are not model {sha[:12]}")
+            return "factory"
+        # The slot's bytes, read and parsed here, are the model INFO names (no mix), and its
+        # trailer says what INFO says: confirmed, or tried and not confirmed (a trial).
+        slot = running[0] - 1
+        raw = self.flash.slot_bytes_of(slot)
+        cap = self.flash.slot_bytes - self.flash.nor.geometry.sector_size
+        h = parse_slot_image(raw[:cap])
+        body = raw[h.header_len:h.header_len + h.model_len]
+        if hashlib.sha256(body).hexdigest() != sha or h.sha256.hex() != sha:
+            raise SweepFailure(f"{case}: slot {running[0]} bytes are not model {sha[:12]}")
+        unit = max(8, self.flash.nor.geometry.program_unit)
+        flag = [raw[cap + k * unit] for k in range(4)]  # commit, tried, confirmed, revoked
+        confirmed, tried, revoked = flag[2] == 0x01, flag[1] == 0x01, flag[3] != 0xFF
+        if revoked or (running[1] == 0) != confirmed or (running[1] == 1 and not tried):
+            raise SweepFailure(f"{case}: INFO says {running.hex()}, slot flags "
+                               f"{[hex(f) for f in flag]}")
         return self.known[sha]
 
     # --- setup helpers -------------------------------------------------------------------
@@ -300,8 +316,22 @@ class PowerLossSweep:
                 raise SweepFailure("revert: repeated revert did not bring back the old model")
             return "old"
 
+        old_again = self.old.image(1001)
+
+        def install_over() -> object:  # into A: old confirmed, not running (B runs)
+            return sb.install(old_again)
+
+        def repeat_install_over() -> str:
+            if self.check("install over repeat") != "new":
+                raise SweepFailure("install over: the running model changed")
+            if not sb.install(self.old.image(sb.next_sequence())):
+                raise SweepFailure("install over: repeated install failed")
+            return "pending"
+
         return {
             "install": (lambda: self._boot_image(s["a_confirmed"]), install, repeat_install),
+            "install_over_committed": (lambda: self._boot_image(s["b_confirmed"]),
+                                       install_over, repeat_install_over),
             "trial": (lambda: self.flash.restore(s["b_pending"]), trial, repeat_trial),
             "confirm": (lambda: self._boot_image(s["b_pending"]), confirm, repeat_confirm),
             "revert_trial": (lambda: self._boot_image(s["b_pending"]), revert, repeat_revert),
@@ -330,7 +360,8 @@ class PowerLossSweep:
                     if self.flash.cuts == 0:
                         raise SweepFailure(f"{case}: no power cut happened")
                     self.flash.cuts = 0
-                    self.check(case)
+                    if self.check(case) == "factory":  # slot A (old) is confirmed throughout
+                        raise SweepFailure(f"{case}: the confirmed model was lost")
                     self.report.count(f"{name}:{repeat()}", self.report.outcomes)
                     self.report.count(f"{name}/{mode}")
         self.report.flash_ops = self.flash.total_ops
