@@ -229,3 +229,33 @@ def test_revert_never_starts_a_trial(board: tuple[VirtualBoard, SweepBoard]) -> 
     assert vb.running_model() == (_core.TS_RUNNING_FACTORY, _core.TS_RUNNING_CONFIRMED)
     vb.power_cycle_headless()
     assert vb.running_model() == (_core.TS_RUNNING_FACTORY, _core.TS_RUNNING_CONFIRMED)
+
+
+def test_a_header_longer_than_one_payload_installs_and_its_self_test_runs(
+        board: tuple[VirtualBoard, SweepBoard]) -> None:
+    """SLOT_BEGIN carries the first 1024 bytes of a longer header (many or large golden
+    vectors); SLOT_END checks the whole header's CRC from flash; the trial runs every
+    golden vector. Any other BEGIN length is refused, and a header whose tail was changed
+    in flash is never committed."""
+    vb, sb = board
+    new = variant_model(vb.firmware, "v9002", seed=4)
+    reps = 5  # 160 golden vectors of 8 + 1 bytes: a 1,600-byte header
+    image = build_slot_image(new.model, new.manifest, 6,
+                             golden_inputs=new.golden_inputs * reps,
+                             golden_outputs=new.golden_outputs * reps)
+    h = struct.unpack_from("<H", image, 6)[0]
+    assert h > 1024
+    r = sb.request(CMD_BEGIN, image[:1000])  # not the first min(H, 1024) bytes
+    assert r is not None and r.error == ERR["header"]
+    # A changed golden byte beyond the first 1024: BEGIN cannot see it, END refuses it.
+    bad = bytearray(image)
+    bad[1100] ^= 0x01
+    assert sb.ok(CMD_BEGIN, bytes(bad[:1024]))
+    for off in range(0, len(bad), 768):
+        assert sb.ok(CMD_WRITE, struct.pack("<I", off) + bytes(bad[off:off + 768]))
+    r = sb.request(CMD_END)
+    assert r is not None and r.error == ERR["verify"]
+    assert sb.install(image) and sb.ok(CMD_REBOOT)
+    assert vb.running_model() == (_core.TS_RUNNING_SLOT_B, _core.TS_RUNNING_TRIAL)
+    st = vb.self_test()
+    assert st["status"] == 0 and st["vectors"] == len(new.golden_inputs) * reps

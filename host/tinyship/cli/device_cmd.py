@@ -237,11 +237,16 @@ def load_model_cmd(url: str, baud: int, model: str, no_reboot: bool,
         slots = sc.slot_info()
         image = image_from_registry(reg, version, slots.next_sequence)
         try:
-            sc.check_image(image, slots)  # refuse before the progress bar, before any send
+            header = sc.check_image(image, slots)  # refuse before any send
         except IncompatibleModel as e:
             if as_json:
                 echo_json({**error_json(e), "incompatible": e.to_dict()})
             raise
+        if not header.golden_inputs:  # the trial's health check can only load the model
+            click.echo(f"warning: {version} has no golden vectors to carry (none embedded "
+                       "in its firmware files, or too large for a slot header): its trial "
+                       "boot runs no self-test; check it before `tinyship device confirm`",
+                       err=True)
         with Progress("[progress.description]{task.description}", BarColumn(),
                       DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
                       console=Console(stderr=True), transient=True) as bar:

@@ -960,10 +960,10 @@ class SlotBegun:
 
 
 def encode_slot_begin(header: bytes) -> bytes:
-    """SLOT_BEGIN payload: the image header alone, at most one payload."""
+    """SLOT_BEGIN payload: the image header, or its first MAX_PAYLOAD bytes when longer."""
     if not 0 < len(header) <= MAX_PAYLOAD:
-        raise ValueError(f"a slot image header of {len(header)} bytes does not fit one "
-                         f"{MAX_PAYLOAD}-byte SLOT_BEGIN payload")
+        raise ValueError(f"a SLOT_BEGIN payload of {len(header)} bytes (1..{MAX_PAYLOAD}): "
+                         "pass the header's first min(header length, 1024) bytes")
     return bytes(header)
 
 

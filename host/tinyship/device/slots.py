@@ -230,13 +230,14 @@ def _golden_vectors(reg: Registry, version: str, n_in: int, n_out: int
 
 def image_from_registry(reg: Registry, ref: str | None, sequence: int) -> bytes:
     """The slot image of a registry version: its int8 model, manifest fields and as many of
-    its golden vectors as keep the header within one SLOT_BEGIN payload. ModelError when
+    its golden vectors as the header holds (a header may exceed one SLOT_BEGIN payload: the
+    board then checks its CRC when SLOT_END reads it back). ModelError when
     the version cannot go into a slot (e.g. an operator without a slot id)."""
     version = reg.resolve(ref)
     manifest = reg.manifest(version)
     model = reg.read_artifact(version, "model_int8.tflite")  # hash-checked
     try:
-        max_golden = SI.max_golden_for_begin(manifest)
+        max_golden = SI.max_golden_for_begin(manifest, limit=SI.MAX_HEADER_LEN)
         m = manifest["model"]
         n_in = n_out = 1
         for d in m["input"]["shape"]:
@@ -297,11 +298,6 @@ class SlotClient:
             SI.verify_body(h)
         except SI.SlotImageError as e:
             raise ModelError(f"not a valid slot image: {e}") from None
-        if h.header_len > P.MAX_PAYLOAD:
-            raise ModelError(
-                f"slot image header of {_fmt(h.header_len)} bytes does not fit one "
-                f"{_fmt(P.MAX_PAYLOAD)}-byte SLOT_BEGIN payload (build it with fewer golden "
-                "vectors: slot_image.max_golden_for_begin)")
         bad = incompatibility(h, slots.firmware, slots.geometry.slot_capacity)
         if bad is not None:
             raise bad
@@ -348,7 +344,7 @@ class SlotClient:
         erase_s = geo.erase_sector_us / 1e6 if geo.erase_sector_us else UNKNOWN_ERASE_S
         t0 = self._clock()
         begun: P.SlotBegun = self._request(
-            P.Command.SLOT_BEGIN, P.encode_slot_begin(image[:h.header_len]),
+            P.Command.SLOT_BEGIN, P.encode_slot_begin(image[:min(h.header_len, P.MAX_PAYLOAD)]),
             P.parse_slot_begin_reply, busy_s=geo.sectors_for(total) * erase_s)
         if begun.image_len != total:
             raise SlotError(f"board expects a {_fmt(begun.image_len)}-byte image, the image "

@@ -82,8 +82,15 @@ const char *const kMessages[TS_IMG_STATUS_COUNT] = {
 
 extern "C" {
 
-ts_slot_image_status ts_slot_image_parse_header(const uint8_t *buf, size_t len,
-                                                ts_slot_header_t *out) {
+}  // extern "C"
+
+namespace {
+
+// Parse the header in buf[0..len). `prefix`: buf may end inside the header after its
+// operator ids (SLOT_BEGIN of a header larger than one payload): the header CRC is then
+// taken from its field, unchecked, and `golden` is NULL; the full header is checked later.
+ts_slot_image_status parse_header(const uint8_t *buf, size_t len, ts_slot_header_t *out,
+                                  bool prefix) {
   if (out == nullptr) return TS_IMG_ERR_NULL;
   *out = ts_slot_header_t{};
   if (buf == nullptr) return TS_IMG_ERR_NULL;
@@ -94,11 +101,15 @@ ts_slot_image_status ts_slot_image_parse_header(const uint8_t *buf, size_t len,
   if (hlen % TS_SLOT_IMAGE_ALIGN != 0u || hlen < TS_SLOT_IMAGE_FIXED_LEN) {
     return TS_IMG_ERR_HEADER_LEN;
   }
-  if (hlen > len) return TS_IMG_ERR_TRUNCATED;
+  const bool whole = hlen <= len;
+  if (!whole && !prefix) return TS_IMG_ERR_TRUNCATED;
   // CRC-32 over the header without its CRC field: bytes 0..139, then 144..hlen-1.
-  uint32_t crc = ts_crc32(0, buf, TS_SLOT_IMAGE_CRC_OFFSET);
-  crc = ts_crc32(crc, buf + TS_SLOT_IMAGE_FIXED_LEN, hlen - TS_SLOT_IMAGE_FIXED_LEN);
-  if (crc != le32(buf + TS_SLOT_IMAGE_CRC_OFFSET)) return TS_IMG_ERR_HEADER_CRC;
+  uint32_t crc = le32(buf + TS_SLOT_IMAGE_CRC_OFFSET);
+  if (whole) {
+    uint32_t computed = ts_crc32(0, buf, TS_SLOT_IMAGE_CRC_OFFSET);
+    computed = ts_crc32(computed, buf + TS_SLOT_IMAGE_FIXED_LEN, hlen - TS_SLOT_IMAGE_FIXED_LEN);
+    if (computed != crc) return TS_IMG_ERR_HEADER_CRC;
+  }
 
   ts_slot_header_t h{};
   h.format_version = TS_SLOT_IMAGE_VERSION;
@@ -131,13 +142,31 @@ ts_slot_image_status ts_slot_image_parse_header(const uint8_t *buf, size_t len,
       h.target_scale == 0.0f) {
     return TS_IMG_ERR_FIELD;
   }
+  if (TS_SLOT_IMAGE_FIXED_LEN + 2u * static_cast<size_t>(h.n_ops) > len) {
+    return TS_IMG_ERR_TRUNCATED;  // a prefix must hold the operator ids
+  }
   for (size_t i = 0; i < h.n_ops; ++i) {
     h.ops[i] = le16(buf + TS_SLOT_IMAGE_FIXED_LEN + 2u * i);
   }
-  h.golden = buf + TS_SLOT_IMAGE_FIXED_LEN + 2u * static_cast<size_t>(h.n_ops);
+  h.golden = whole ? buf + TS_SLOT_IMAGE_FIXED_LEN + 2u * static_cast<size_t>(h.n_ops) : nullptr;
   *out = h;
   return TS_IMG_OK;
 }
+
+}  // namespace
+
+ts_slot_image_status ts_slot_image_parse_header(const uint8_t *buf, size_t len,
+                                                ts_slot_header_t *out) {
+  return parse_header(buf, len, out, false);
+}
+
+ts_slot_image_status ts_slot_image_parse_prefix(const uint8_t *buf, size_t len,
+                                                ts_slot_header_t *out) {
+  return parse_header(buf, len, out, true);
+}
+
+
+extern "C" {
 
 ts_slot_image_status ts_slot_image_parse(const uint8_t *buf, size_t len,
                                          ts_slot_header_t *out) {

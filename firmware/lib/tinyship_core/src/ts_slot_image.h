@@ -104,6 +104,13 @@ typedef struct {
 ts_slot_image_status ts_slot_image_parse_header(const uint8_t *buf, size_t len,
                                                 ts_slot_header_t *out);
 
+/* As ts_slot_image_parse_header, but buf may end inside the header, after its operator
+ * ids (a SLOT_BEGIN of a header longer than one payload): when it does, the header CRC is
+ * not checked (out->header_crc32 is the stored value) and out->golden is NULL. With the
+ * whole header in buf it is ts_slot_image_parse_header. */
+ts_slot_image_status ts_slot_image_parse_prefix(const uint8_t *buf, size_t len,
+                                                ts_slot_header_t *out);
+
 /* ts_slot_image_parse_header, then the model must fit in buf: out->body = buf + header_len. */
 ts_slot_image_status ts_slot_image_parse(const uint8_t *buf, size_t len,
                                          ts_slot_header_t *out);

@@ -153,7 +153,7 @@ class SweepBoard:
     def install(self, image: bytes) -> bool:
         """BEGIN, WRITE×n, END; False as soon as a step gets no good reply."""
         h = struct.unpack_from("<H", image, 6)[0]
-        if not self.ok(CMD_BEGIN, image[:h]):
+        if not self.ok(CMD_BEGIN, image[:min(h, 1024)]):  # a long header: its first 1024
             return False
         for off in range(0, len(image), CHUNK):
             if not self.ok(CMD_WRITE, struct.pack("<I", off) + image[off:off + CHUNK]):
