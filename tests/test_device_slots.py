@@ -356,12 +356,12 @@ def test_cli_human_output(registry: Path, tmp_path: Path) -> None:
         assert "reverted slot A; the board runs factory (confirmed): v0001" in r.stdout
 
 
-def test_cli_a_failed_self_test_reverts_and_exits_8(
+def test_cli_a_failed_self_test_reverts_and_exits_9(
         registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with _board(registry, tmp_path / "s") as vb:
         code, doc = _cli(capsys, "device", "load-model", "--device", vb.url, "--model",
                          "v0004", "--registry", str(registry))
-        assert code == ExitCode.DEVICE and doc["ok"] is False
+        assert code == ExitCode.VALIDATION and doc["ok"] is False
         assert "did not keep v0004" in doc["error"]["message"]
         assert doc["install"]["slot"] == "A"  # it was installed, then refused at its trial
         assert doc["boot"]["running"]["source_name"] == "factory"

@@ -228,7 +228,8 @@ def load_model_cmd(url: str, baud: int, model: str, no_reboot: bool,
         TransferSpeedColumn,
     )
 
-    from tinyship.device.slots import IncompatibleModel, SlotError, image_from_registry
+    from tinyship.device.slots import IncompatibleModel, image_from_registry
+    from tinyship.errors import ValidationFailed
 
     reg, _ = project_context(config_path, registry_dir)
     version = reg.resolve(model)
@@ -277,8 +278,9 @@ def load_model_cmd(url: str, baud: int, model: str, no_reboot: bool,
                 problem = (f"{result.slot_name} runs a model whose SHA-256 differs from "
                            f"{version}'s")
     if problem is not None:
-        err = SlotError(problem, hint="the board reverted to its previous model; `tinyship "
-                        "device slots` shows the slot's state")
+        # The board is reachable and did its job (it reverted): the model failed on it.
+        err = ValidationFailed(problem, hint="the board reverted to its previous model; "
+                               "`tinyship device slots` shows the slot's state")
         if as_json:
             echo_json({**error_json(err), **report, "ok": False})
         raise err
