@@ -328,7 +328,8 @@ def test_cli_load_trial_confirm_revert_and_an_unconfirmed_reset(
         assert code == 0 and doc["running"]["source_name"] == "slot B"
         assert doc["running"]["mode_name"] == "trial" and doc["model_version"] == "v0002"
         code, doc = _cli(capsys, "device", "reboot", "--device", vb.url)  # unconfirmed
-        assert code == 0 and doc["running"]["source_name"] == "slot A"
+        assert code == 0 and doc["reverted_trial"] == "slot B"
+        assert doc["running"]["source_name"] == "slot A"
         assert doc["model_version"] == "v0003"
 
 

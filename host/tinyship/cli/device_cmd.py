@@ -356,8 +356,14 @@ def reboot_cmd(url: str, baud: int, as_json: bool) -> None:
     """Reset the board and report what it runs after its boot decision: a pending slot
     (`load-model --no-reboot`) starts its trial; an unconfirmed trial is reverted."""
     with _open(url, baud) as client:
-        boot = _slot_client(client).reboot_and_wait()
-    doc = {"ok": True, **boot.to_dict()}
+        sc = _slot_client(client)
+        before = sc.slot_info().running
+        if before.trial:
+            click.echo(f"warning: {before.source_name} runs an unconfirmed trial: this reset "
+                       "reverts it", err=True)
+        boot = sc.reboot_and_wait()
+    doc = {"ok": True, "reverted_trial": before.source_name if before.trial else None,
+           **boot.to_dict()}
     if as_json:
         echo_json(doc)
         return
