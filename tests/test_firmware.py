@@ -475,7 +475,7 @@ def test_protocol_md_says_energy_mode_is_not_supported() -> None:
 # ------------------------------------------------------------ Cortex-M4 build --
 
 
-def test_core_compiles_for_cortex_m4_and_reports_size() -> None:
+def test_core_compiles_for_cortex_m4_and_m0plus_and_reports_size() -> None:
     if shutil.which("arm-none-eabi-g++") is None:
         if os.environ.get("TINYSHIP_REQUIRE_ARM") == "1":
             pytest.fail("TINYSHIP_REQUIRE_ARM=1 but arm-none-eabi-g++ is not installed")
@@ -488,6 +488,11 @@ def test_core_compiles_for_cortex_m4_and_reports_size() -> None:
     text, data, bss = (int(v) for v in m.groups())
     assert 0 < text < 32 * 1024, "core code should stay small"
     assert data == 0 and bss == 0, "the core keeps no static state (caller-owned memory)"
+    # The same core, slots included, for the RP2040's Cortex-M0+.
+    m0 = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\d+\s+[0-9a-f]+\s+\S*tinyship_core_m0plus\.o",
+                   out, re.MULTILINE)
+    assert m0, out
+    assert 0 < int(m0.group(1)) < 32 * 1024 and int(m0.group(2)) == int(m0.group(3)) == 0
 
 
 # ------------------------------------------------------------- PlatformIO --
