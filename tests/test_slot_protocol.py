@@ -619,11 +619,12 @@ def test_readme_tells_users_how_to_update_a_model_over_serial() -> None:
     text = (REPO / "README.md").read_text()
     sec = text[text.index("## Update a board's model over serial"):text.index("## Exit codes")]
     for cmd in ("device slots", "device load-model", "device confirm", "device revert",
-                "--no-reboot", "--json"):
+                "device reboot", "--no-reboot", "--json"):
         assert cmd in sec, cmd
     rows = dict(re.findall(r"^\| (\d+) \| (.*) \|$", sec, re.M))
     assert {int(k) for k in rows} == {ExitCode.OK, ExitCode.REGISTRY, ExitCode.MODEL,
-                                      ExitCode.DEVICE}
+                                      ExitCode.DEVICE, ExitCode.VALIDATION}
+    assert "health check" in rows[str(int(ExitCode.VALIDATION))]
     assert "nothing was sent" in rows[str(int(ExitCode.MODEL))]
     # the set-up commands stay the first thing a reader meets
     assert text.index("scripts/run.sh") < text.index("scripts/test.sh") < text.index(
