@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from tinyship.config import Config, parse_config
+from tinyship.device import protocol as P
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,3 +95,26 @@ def registry_copy(
         return dst, version
 
     return make
+
+
+class FakeSerial:
+    """The pyserial surface tinyship's transport uses, over an `rx` buffer of bytes to
+    deliver: a test double at the serial-port boundary. Subclasses implement `write`."""
+
+    def __init__(self, banner: bytes) -> None:
+        self.reader = P.FrameReader()
+        self.rx = bytearray(banner)
+        self.baudrate = self.timeout = self.write_timeout = self.dtr = self.rts = None
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.rx)
+
+    def read(self, n: int) -> bytes:
+        out = bytes(self.rx[:n])
+        del self.rx[:n]
+        return out

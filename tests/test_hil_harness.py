@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import FakeSerial
 from tinyship.config import BoardSection, Config
 from tinyship.device import protocol as P
 from tinyship.device.client import DeviceClient
@@ -146,28 +147,13 @@ def test_silent_port_times_out_on_the_banner() -> None:
 # --- client rules, with a scripted port ----------------------------------------------------
 
 
-class ScriptedPort:
+class ScriptedPort(FakeSerial):
     """A pyserial stand-in: answers each request through `script(frame, n) -> bytes`."""
 
     def __init__(self, script: Callable[[P.Frame, int], bytes]) -> None:
+        super().__init__(b"tinyship ready proto=1 fw=test\r\n")
         self.script = script
-        self.reader = P.FrameReader()
-        self.rx = bytearray(b"tinyship ready proto=1 fw=test\r\n")
         self.n = 0
-        self.baudrate = self.timeout = self.write_timeout = self.dtr = self.rts = None
-
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    @property
-    def in_waiting(self) -> int:
-        return len(self.rx)
-
-    def read(self, n: int) -> bytes:
-        out = bytes(self.rx[:n])
-        del self.rx[:n]
-        return out
 
     def write(self, data: bytes) -> int:
         for f in self.reader.feed(data):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import FakeSerial
 from tinyship.device import protocol as P
 from tinyship.device import slot_image as SI
 from tinyship.device.client import DeviceClient, ReplyLost
@@ -242,7 +243,7 @@ LINK_UART = P.LinkInfo(P.LinkKind.UART, 115_200, 256)
 FACTORY = P.Running(P.RunningSource.FACTORY, P.RunningMode.CONFIRMED)
 
 
-class FakeSlotBoard:
+class FakeSlotBoard(FakeSerial):
     """A pyserial stand-in that speaks the slot commands from an in-memory flash, with hooks
     to lose replies. Not the firmware (that is the virtual board): enough to pin down what
     the host sends, in what order, and what it does when a reply is lost."""
@@ -255,8 +256,7 @@ class FakeSlotBoard:
         self.program_chunk_us = program_chunk_us
         self.running = running
         self.sequences = list(sequences)
-        self.reader = P.FrameReader()
-        self.rx = bytearray(f"tinyship ready proto={protocol} fw=test\r\n".encode())
+        super().__init__(f"tinyship ready proto={protocol} fw=test\r\n".encode())
         self.log: list[int] = []          # every request cmd received, in order
         self.writes: list[int] = []       # SLOT_WRITE offsets
         self.image = bytearray()
@@ -268,21 +268,6 @@ class FakeSlotBoard:
         self.uptime_us = 5_000_000
         self.drop: Callable[[P.Frame, int], bool] = lambda f, n: False  # lose this reply
         self.ignore: Callable[[P.Frame, int], bool] = lambda f, n: False  # lose the request
-        self.baudrate = self.timeout = self.write_timeout = self.dtr = self.rts = None
-
-    # pyserial surface
-    def open(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    @property
-    def in_waiting(self) -> int:
-        return len(self.rx)
-
-    def read(self, n: int) -> bytes:
-        out = bytes(self.rx[:n])
-        del self.rx[:n]
-        return out
 
     def write(self, data: bytes) -> int:
         for f in self.reader.feed(data):
