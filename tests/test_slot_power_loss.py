@@ -35,10 +35,9 @@ MODELS = REPO / "tests" / "fixtures" / "registry"
 RANDOM_CUTS = 1000
 
 
-def _sweep(tmp_path: Path, board_name: str = "nano33ble") -> PowerLossSweep:
+def _sweep(board_name: str = "nano33ble") -> PowerLossSweep:
     board = BoardSection.model_validate({"name": board_name})
-    vb = VirtualBoard(MODELS, None, board=board, baud=0, boot_delay_s=0,
-                      state_dir=tmp_path / board_name)
+    vb = VirtualBoard(MODELS, None, board=board, baud=0, boot_delay_s=0)  # flash in memory
     vb.power_on_headless()
     return PowerLossSweep(vb, variant_model(vb.firmware, "v9002", seed=1),
                           variant_model(vb.firmware, "v9001", seed=2))
@@ -46,8 +45,8 @@ def _sweep(tmp_path: Path, board_name: str = "nano33ble") -> PowerLossSweep:
 
 @pytest.mark.parametrize("board_name", ["nano33ble", "nanorp2040connect", "esp32s3"])
 def test_every_cut_of_every_slot_operation_leaves_a_bootable_known_model(
-        tmp_path: Path, board_name: str) -> None:
-    sweep = _sweep(tmp_path, board_name)
+        board_name: str) -> None:
+    sweep = _sweep(board_name)
     report = sweep.run_exhaustive()
     ops = ("install", "install_over_committed", "trial", "confirm", "revert_trial",
            "revert_confirmed")
@@ -69,10 +68,9 @@ def test_every_cut_of_every_slot_operation_leaves_a_bootable_known_model(
                                     "revert_confirmed:old"}
 
 
-def test_torn_trial_mark_reverts_and_a_cut_before_it_still_runs_the_trial(
-        tmp_path: Path) -> None:
+def test_torn_trial_mark_reverts_and_a_cut_before_it_still_runs_the_trial() -> None:
     """The two sides of the trial boot's one write, spelled out."""
-    sweep = _sweep(tmp_path)
+    sweep = _sweep()
     states = sweep._states()
     for mode, want in (("before", "new"), ("torn", "old")):
         sweep.flash.restore(states["b_pending"])
@@ -88,15 +86,15 @@ def test_torn_trial_mark_reverts_and_a_cut_before_it_still_runs_the_trial(
                                                 _core.TS_RUNNING_CONFIRMED)
 
 
-def test_random_power_cuts(tmp_path: Path) -> None:
-    sweep = _sweep(tmp_path)
+def test_random_power_cuts() -> None:
+    sweep = _sweep()
     report = sweep.run_random(RANDOM_CUTS, probability=0.15, seed=7)
     assert report.random_cuts >= RANDOM_CUTS
 
 
-def test_the_sweep_catches_a_board_that_runs_a_damaged_slot(tmp_path: Path) -> None:
+def test_the_sweep_catches_a_board_that_runs_a_damaged_slot() -> None:
     """The checks can fail: a slot whose model bytes changed behind its CRC is noticed."""
-    sweep = _sweep(tmp_path)
+    sweep = _sweep()
     states = sweep._states()
     sweep.flash.restore(states["b_confirmed"])
     sweep.vb.power_cycle_headless()
@@ -114,13 +112,13 @@ def test_the_sweep_catches_a_board_that_runs_a_damaged_slot(tmp_path: Path) -> N
     assert sweep.check("after reboot") == "old"
 
 
-def test_bench_power_loss_sweep(benchmark: object, tmp_path: Path) -> None:
+def test_bench_power_loss_sweep(benchmark: object) -> None:
     """The whole sweep, once: exhaustive cuts on the three geometries + 1,000 random cuts."""
 
     def run() -> list[SweepReport]:
-        reports = [_sweep(tmp_path / f"x{i}", name).run_exhaustive()
-                   for i, name in enumerate(("nano33ble", "nanorp2040connect", "esp32s3"))]
-        reports.append(_sweep(tmp_path / "r").run_random(RANDOM_CUTS, 0.15, seed=3))
+        reports = [_sweep(name).run_exhaustive()
+                   for name in ("nano33ble", "nanorp2040connect", "esp32s3")]
+        reports.append(_sweep().run_random(RANDOM_CUTS, 0.15, seed=3))
         return reports
 
     reports = benchmark.pedantic(run, rounds=1, iterations=1)  # type: ignore[attr-defined]

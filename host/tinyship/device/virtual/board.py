@@ -338,8 +338,12 @@ class VirtualBoard:
         #: folder; None when the firmware is built without slots.
         self.flash: SlotFlash | None = None
         if slots:
+            # Persisted in a state folder the caller chose; a temporary one dies with the
+            # board, so its flash is not written through (a sweep makes thousands of ops).
+            persist = self._tmp_state is None
             self.flash = SlotFlash(
-                self.board.name, slot_bytes=slot_bytes, path=self.state.dir / FLASH_FILE,
+                self.board.name, slot_bytes=slot_bytes,
+                path=self.state.dir / FLASH_FILE if persist else None,
                 cut_at=self.faults.power_cut_at, cut_probability=self.faults.power_cut,
                 cut_mode=self.faults.power_cut_mode,  # type: ignore[arg-type]
                 seed=self.faults.seed, on_busy=self._flash_busy)
