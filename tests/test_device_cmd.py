@@ -28,7 +28,7 @@ def test_info_reports_version_and_matches_registry(
         assert out["device"]["model_version"] == version
         assert out["device"]["model_sha256"] == sha
         assert out["ok"] is True
-        res = CliRunner().invoke(cli, ["device", "info", "--device", vb.url])
+        res = CliRunner().invoke(cli, ["device", "info", "--device", vb.url, "--no-registry"])
         assert f"model_version      {version}" in res.output
         assert "self_test          pass" in res.output
         assert "link               stream" in res.output  # unpaced: no byte rate

@@ -348,7 +348,7 @@ def test_cli_human_output(registry: Path, tmp_path: Path) -> None:
         assert r.exit_code == 0, r.output
         assert "running      slot A, trial (v0003)" in r.stdout
         assert "FULLY_CONNECTED" in r.stdout
-        r = CliRunner().invoke(cli, ["device", "info", "--device", vb.url])
+        r = CliRunner().invoke(cli, ["device", "info", "--device", vb.url, "--no-registry"])
         assert "running            slot A (trial)" in r.stdout
         assert re.search(r"device_id +[0-9a-f]{16}\n", r.stdout)
         r = CliRunner().invoke(cli, ["device", "confirm", "--device", vb.url])

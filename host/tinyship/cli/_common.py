@@ -5,16 +5,30 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tinyship.config import project_context
 from tinyship.errors import DataError, TinyshipError
+
+if TYPE_CHECKING:
+    from tinyship.config import BoardSection
+    from tinyship.registry import Registry
 
 __all__ = ["project_context"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def project_context(
+    config_path: Path | None = None, registry_dir: Path | None = None
+) -> tuple[Registry, BoardSection]:
+    """`tinyship.config.project_context`, imported when called: the config module brings
+    pydantic (~0.1 s), which `device info --registry DIR` and the other device commands
+    do not need."""
+    from tinyship.config import project_context as resolve
+
+    return resolve(config_path, registry_dir)
 
 
 def config_option(f: F) -> F:

@@ -1,8 +1,9 @@
 """`tinyship device`: technician commands over serial (version, statistics, link check, model
 slots: `slots`, `load-model`, `confirm`, `revert`).
 
-No TensorFlow, and no registry except for `--expect` and `load-model`, so they start fast and
-work offline on a laptop. The slot commands are thin: `tinyship.device.slots` does the work.
+No TensorFlow, so they start fast; `info` compares with the registry when one is reachable
+(JSON manifests only) and works offline without one. The slot commands are thin:
+`tinyship.device.slots` does the work.
 Exit codes: 7 (`ModelError`) for a model the board's firmware cannot run, refused before
 anything is sent; 8 (`DeviceError`) for a board that refuses, times out or reverts a trial.
 """
@@ -49,19 +50,51 @@ def device() -> None:
 @baud_option
 @click.option("--expect", "expect", default=None, metavar="VERSION",
               help="Also check the board runs this registry version or alias (exit 9 if not).")
+@click.option("--no-registry", is_flag=True,
+              help="Do not compare with the registry (by default, when one is reachable).")
 @registry_options
 @json_option
-def info_cmd(url: str, baud: int, expect: str | None, config_path: Path | None,
-             registry_dir: Path | None, as_json: bool) -> None:
-    """Print what the board reports: firmware and model version, SHA-256, self-test, uptime."""
-    from tinyship.errors import RegistryError, ValidationFailed
+def info_cmd(url: str, baud: int, expect: str | None, no_registry: bool,
+             config_path: Path | None, registry_dir: Path | None, as_json: bool) -> None:
+    """Print what the board reports (firmware and model version, SHA-256, self-test, slot,
+    uptime) and, when a registry is reachable, compare its model with it: known version?
+    production? a newer production? SHA-256 as registered? Exit 9 when the board's
+    self-test or model CRC check failed, or its model is not the registered build."""
+    from tinyship.device import report as R
+    from tinyship.errors import RegistryError, TinyshipError, ValidationFailed
 
-    with _open(url, baud) as client:
+    client = _open(url, baud)
+    try:
         info = client.hello().to_dict()
-    problems: list[str] = []
+    finally:
+        client.close(quick=True)  # the process ends now: no pause for a reconnect
+    problems = R.board_problems(info)
+
+    registry: dict[str, Any] | None = None
+    comparison: R.RegistryComparison | None = None
+    unavailable: str | None = None
+    reg = None
+    if not no_registry or expect is not None:
+        try:
+            reg = _info_registry(config_path, registry_dir)
+            if not no_registry:
+                facts = R.registry_facts(reg)
+                if not facts.versions:
+                    raise RegistryError(f"{reg.root}: no registry versions there")
+                comparison = R.compare(info, facts)
+        except TinyshipError as e:  # technicians are often offline: carry on without it
+            if expect is not None:
+                raise
+            unavailable = str(e)
+        if comparison is not None:
+            registry = {"available": True, **comparison.to_dict()}
+            problems += comparison.problems()
+        elif not no_registry:
+            registry = {"available": False, "reason": unavailable}
+
     expected: dict[str, Any] | None = None
     if expect is not None:
-        reg, _ = project_context(config_path, registry_dir)
+        assert reg is not None
         version = reg.resolve(expect)
         try:
             sha = str(reg.manifest(version)["model"]["sha256"])
@@ -72,34 +105,67 @@ def info_cmd(url: str, baud: int, expect: str | None, config_path: Path | None,
             problems.append(f"board runs model {info.get('model_version')}, expected {version}")
         if info.get("model_sha256") != sha:
             problems.append("model SHA-256 on the board differs from the registry's")
+
+    error = ValidationFailed("; ".join(dict.fromkeys(problems))) if problems else None
     if as_json:
-        echo_json({"device": info, "expected": expected, "ok": not problems,
-                   "problems": problems})
+        doc = {"device": info, "registry": registry, "expected": expected, "ok": not problems,
+               "problems": problems}
+        echo_json({**error_json(error), **doc} if error else doc)
     else:
-        keys = ("board", "firmware_version", "model_version", "model_sha256", "profile",
-                "model_crc_check", "protocol_version", "boot_count", "reset_reason_name",
-                "uptime_us", "arena_used", "arena_size", "git_commit", "build_time",
-                "device_id", "slot_capacity")
-        for k in keys:
-            if info.get(k) is not None:
-                click.echo(f"{k:18} {info[k]}")
-        running = info.get("running") or {}
-        if running:
-            click.echo(f"{'running':18} {running['source_name']} ({running['mode_name']})")
-        link = info.get("link") or {}
-        if link:
-            extra = (f" {link.get('baud')} baud, {link.get('rx_window')}-byte receive window"
-                     if link.get("kind_name") == "uart" else "")
-            click.echo(f"{'link':18} {link.get('kind_name')}{extra}")
-        st = info.get("self_test") or {}
-        if st:
-            click.echo(f"{'self_test':18} {st.get('status_name')} ({st.get('vectors')} vectors,"
-                       f" max diff {st.get('max_diff_lsb')} LSB)")
+        _print_info(info)
+        if comparison is not None:
+            for line in comparison.lines():
+                click.echo(line)
+        elif not no_registry:
+            click.echo(f"registry: not available ({unavailable})")
         if expected:
             click.echo("matches registry " + expected["version"] if not problems
                        else "MISMATCH: " + "; ".join(problems))
-    if problems:
-        raise ValidationFailed("; ".join(problems))
+        for p in problems:
+            click.echo(f"FAIL: {p}")
+    if error is not None:
+        raise error
+
+
+def _info_registry(config_path: Path | None, registry_dir: Path | None) -> Any:
+    """The registry `device info` compares with: `--registry` as given (no config needed),
+    else the usual `--config` / ./tinyship.toml / ./models resolution. RegistryError when
+    the folder does not exist."""
+    from tinyship.errors import RegistryError
+
+    if registry_dir is not None and config_path is None:
+        from tinyship.registry import Registry
+
+        reg = Registry(registry_dir)
+    else:
+        reg, _ = project_context(config_path, registry_dir)
+    if not reg.root.is_dir():
+        raise RegistryError(f"no registry folder {reg.root}")
+    return reg
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    keys = ("board", "firmware_version", "model_version", "model_sha256", "profile",
+            "model_crc_check", "protocol_version", "boot_count", "reset_reason_name",
+            "uptime_us", "arena_used", "arena_size", "git_commit", "build_time",
+            "device_id", "slot_capacity")
+    for k in keys:
+        if info.get(k) is not None:
+            click.echo(f"{k:18} {info[k]}")
+    running = info.get("running") or {}
+    if running:
+        note = (": not confirmed yet (`tinyship device confirm` keeps it, a reset reverts it)"
+                if running.get("mode_name") == "trial" else "")
+        click.echo(f"{'running':18} {running['source_name']} ({running['mode_name']}){note}")
+    link = info.get("link") or {}
+    if link:
+        extra = (f" {link.get('baud')} baud, {link.get('rx_window')}-byte receive window"
+                 if link.get("kind_name") == "uart" else "")
+        click.echo(f"{'link':18} {link.get('kind_name')}{extra}")
+    st = info.get("self_test") or {}
+    if st:
+        click.echo(f"{'self_test':18} {st.get('status_name')} ({st.get('vectors')} vectors,"
+                   f" max diff {st.get('max_diff_lsb')} LSB)")
 
 
 @device.command("stats")

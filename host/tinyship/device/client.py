@@ -33,13 +33,14 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tinyship.device import protocol as P
 from tinyship.device.transport import BANNER_TIMEOUT_S, Timeout, Transport
 from tinyship.errors import DeviceError, DeviceTimeout, ProtocolError
+
+if TYPE_CHECKING:  # numpy is imported where INFER runs: `device info` starts without it
+    import numpy as np
 
 #: Base wait for a reply, before adding wire time for the bytes in flight.
 REPLY_TIMEOUT_S = 1.0
@@ -351,8 +352,9 @@ class DeviceClient:
                     raise
                 time.sleep(REOPEN_POLL_S)  # the port is gone for now: re-enumeration
 
-    def close(self) -> None:
-        self.transport.close()
+    def close(self, *, quick: bool = False) -> None:
+        """Close the port; `quick` (for a process about to exit): see `Transport.close`."""
+        self.transport.close(quick=quick)
 
     def __enter__(self) -> DeviceClient:
         return self
@@ -434,6 +436,8 @@ class DeviceClient:
 
     def infer_stream(self, x: np.ndarray, *, batch_size: int | None = None,
                      on_progress: Callable[[int], None] | None = None) -> InferResult:
+        import numpy as np
+
         info = self.info or self.hello()
         assert info.input_size is not None and info.output_size is not None
         x = np.asarray(x)

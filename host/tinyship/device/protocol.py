@@ -19,11 +19,12 @@ import struct
 import zlib
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tinyship.errors import ProtocolError
+
+if TYPE_CHECKING:  # numpy is imported where INFER payloads are built: `device info` skips it
+    import numpy as np
 
 # --- constants (tinyship_core.h) ----------------------------------------------------------
 
@@ -444,6 +445,8 @@ def max_batch(input_size: int, output_size: int, max_payload: int = MAX_PAYLOAD)
 
 def encode_infer(batch: np.ndarray) -> bytes:
     """INFER payload: count:u16 then the int8 vectors, row by row."""
+    import numpy as np
+
     a = np.asarray(batch)
     if a.dtype != np.int8:
         raise ValueError(f"INFER needs int8 inputs, got {a.dtype}")
@@ -456,6 +459,8 @@ def encode_infer(batch: np.ndarray) -> bytes:
 def parse_infer_reply(payload: bytes, output_size: int,
                       expected_count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """INFER response -> (outputs int8 [count, output_size], latencies_us uint32 [count])."""
+    import numpy as np
+
     if len(payload) < 2:
         raise ProtocolError(f"INFER reply of {len(payload)} bytes")
     (count,) = struct.unpack_from("<H", payload)

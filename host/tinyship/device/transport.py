@@ -179,11 +179,20 @@ class Transport:
             except Exception:  # port listing is best effort
                 self.identity = None
 
-    def close(self) -> None:
+    def close(self, *, quick: bool = False) -> None:
+        """Close the port. pyserial's `socket://` close then sleeps 0.3 s ("in case of quick
+        reconnects, give the server some time"); `quick` closes the socket without that
+        pause, for a command whose process ends next (`device info`)."""
         port, self._port = self._port, None
         if port is not None:
             # closing a dead port must not mask the error that brought us here
             with contextlib.suppress(Exception):
+                plain_socket = type(port).__module__.endswith(".protocol_socket")
+                sock = getattr(port, "_socket", None) if quick and plain_socket else None
+                if sock is not None:
+                    sock.close()
+                    port._socket = None
+                    port.is_open = False
                 port.close()
 
     def reopen(self, *, timeout_s: float = REENUMERATION_TIMEOUT_S) -> None:
