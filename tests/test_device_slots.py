@@ -388,6 +388,37 @@ def test_cli_refuses_an_incompatible_model_before_sending_anything(
         assert vb.stats.frames_tx <= 3  # HELLO and SLOT_INFO (and a PING probe) only
 
 
+def test_cli_with_a_release_key_loads_only_signed_versions(
+        registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`deploy.public_key` configured: an unsigned version is refused (exit 11) before the
+    port is even opened; once signed with that key it installs."""
+    from tinyship.registry import Registry
+    from tinyship.signing import generate_keypair, sign_version
+
+    private, public, _ = generate_keypair(tmp_path / "keys")
+    cfg = tmp_path / "tinyship.toml"
+    cfg.write_text(f"""
+[project]
+registry = "{registry}"
+[data]
+path = "data.csv"
+features = ["a"]
+target = "y"
+[deploy]
+public_key = "{public}"
+""")
+    with _board(registry, tmp_path / "s") as vb:
+        code, doc = _cli(capsys, "device", "load-model", "--device", vb.url, "--model",
+                         "v0003", "--config", str(cfg))
+        assert code == ExitCode.POLICY and doc["error"]["type"] == "SignatureError"
+        assert "unsigned" in doc["error"]["message"]
+        assert vb.stats.connections == 0  # refused before the port was opened
+        sign_version(Registry(registry), "v0003", private)
+        code, doc = _cli(capsys, "device", "load-model", "--device", vb.url, "--model",
+                         "v0003", "--config", str(cfg))
+        assert code == 0 and doc["boot"]["model_version"] == "v0003"
+
+
 @pytest.mark.parametrize("args", [["device", "confirm"], ["device", "revert"]])
 def test_cli_confirm_or_revert_with_the_factory_model_is_a_device_error(
         registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

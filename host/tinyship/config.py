@@ -180,6 +180,19 @@ class BoardSection(_Strict):
     mlperf_model: str = Field(MLPERF_MODEL_DEFAULT, pattern=MLPERF_MODEL_PATTERN)
 
 
+class DeploySection(_Strict):
+    """Release policy for what may be sent to a board."""
+
+    #: Ed25519 public key (PEM, from `tinyship registry keygen`) that releases must be
+    #: signed with (`tinyship registry sign`); relative to this file. Set, an unsigned or
+    #: badly signed version is refused (exit 11) and `registry verify` checks signatures.
+    #: Only the public key belongs here: the private key stays off the rig.
+    public_key: str | None = None
+    #: Deployment log (SQLite), relative to this file; unset: deployments.sqlite in the
+    #: registry folder.
+    log: str | None = None
+
+
 class Config(_Strict):
     project: ProjectSection = ProjectSection()
     data: DataSection
@@ -188,6 +201,7 @@ class Config(_Strict):
     quantization: QuantizationSection = QuantizationSection()
     gates: GatesSection = GatesSection()
     board: BoardSection = BoardSection()
+    deploy: DeploySection = DeploySection()
 
     #: Directory the config was read from; relative paths resolve against it.
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -208,6 +222,18 @@ class Config(_Strict):
     @property
     def registry_path(self) -> Path:
         return self.resolve(self.project.registry)
+
+    @property
+    def public_key_path(self) -> Path | None:
+        """`deploy.public_key` resolved, or None when releases need no signature."""
+        key = self.deploy.public_key
+        return None if key is None else self.resolve(key)
+
+    @property
+    def deploy_log_path(self) -> Path | None:
+        """`deploy.log` resolved, or None for the default beside the registry."""
+        log = self.deploy.log
+        return None if log is None else self.resolve(log)
 
     def to_dict(self) -> dict[str, object]:
         """The config as plain data, for manifests (paths as written, not resolved)."""
@@ -286,6 +312,14 @@ def load_config(path: str | Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     return parse_config(raw, base_dir=p.resolve().parent, source=str(p))
+
+
+def project_config(config_path: Path | None = None) -> Config | None:
+    """The project config by the rule every command uses: the explicit one, else
+    ./tinyship.toml when present; None without either."""
+    if config_path is None and not Path(DEFAULT_CONFIG_NAME).is_file():
+        return None
+    return load_config(config_path)
 
 
 def project_context(

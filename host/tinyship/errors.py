@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     DEVICE = 8
     VALIDATION = 9
     BUILD = 10
+    POLICY = 11
 
 
 class TinyshipError(Exception):
@@ -108,3 +109,10 @@ class BuildError(TinyshipError):
     """Firmware build or flashing failed."""
 
     exit_code = ExitCode.BUILD
+
+
+class PolicyError(TinyshipError):
+    """A release policy refused the operation before anything was sent to a board (an
+    unsigned or badly signed version when a public key is configured, say)."""
+
+    exit_code = ExitCode.POLICY

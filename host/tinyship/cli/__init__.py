@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "build": "tinyship.cli.build_cmd:build",
     "device": "tinyship.cli.device_cmd:device",
     "hil": "tinyship.cli.hil_cmd:hil",
+    "deployments": "tinyship.cli.deploy_cmd:deployments",
 }
 
 

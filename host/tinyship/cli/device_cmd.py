@@ -284,7 +284,9 @@ def load_model_cmd(url: str, baud: int, model: str, no_reboot: bool,
                    config_path: Path | None, registry_dir: Path | None, as_json: bool) -> None:
     """Install a registry model into the board's inactive slot over serial and reboot into
     it as a trial. A model the firmware cannot run is refused before anything is sent
-    (exit 7); keep the trial with `device confirm`, drop it with `device revert`."""
+    (exit 7), and so is, with `deploy.public_key` configured, a version not signed with
+    that key (exit 11); keep the trial with `device confirm`, drop it with `device
+    revert`."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -296,9 +298,13 @@ def load_model_cmd(url: str, baud: int, model: str, no_reboot: bool,
 
     from tinyship.device.slots import IncompatibleModel, image_from_registry
     from tinyship.errors import ValidationFailed
+    from tinyship.signing import public_key_from_config, verify_version
 
     reg, _ = project_context(config_path, registry_dir)
     version = reg.resolve(model)
+    key = public_key_from_config(config_path)
+    if key is not None:  # a release policy: only signed versions reach a board
+        verify_version(reg, version, key)
     with _open(url, baud) as client:
         sc = _slot_client(client)
         slots = sc.slot_info()

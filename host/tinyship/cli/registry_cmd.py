@@ -1,4 +1,4 @@
-"""`tinyship registry`: list, show, verify and promote model versions."""
+"""`tinyship registry`: list, show, verify and promote model versions; sign releases."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from tinyship.cli._common import (
     project_context,
     registry_options,
 )
-from tinyship.registry import MANIFEST
+from tinyship.errors import ConfigError, PolicyError, TinyshipError
+from tinyship.registry import MANIFEST, Registry
 
 
 @click.group()
 def registry() -> None:
-    """Inspect and manage the model registry."""
+    """Inspect and manage the model registry; sign and check releases."""
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -122,11 +123,16 @@ def show_cmd(version: str | None, config_path: Path | None, registry_dir: Path |
 @registry.command("verify")
 @click.argument("version", required=False)
 @registry_options
+@click.option("--public-key", "public_key", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Also check signatures with this Ed25519 public key "
+              "[default: the config's deploy.public_key, if set].")
 @json_option
 def verify_cmd(version: str | None, config_path: Path | None, registry_dir: Path | None,
-               as_json: bool) -> None:
+               public_key: Path | None, as_json: bool) -> None:
     """Check artifacts against the SHA-256 in their manifest: every version (one line each),
-    or only VERSION. Exit 6 if any is damaged."""
+    or only VERSION. Exit 6 if any is damaged. With a public key (configured or
+    --public-key), also check each version's signature: exit 11 if any is unsigned,
+    signed by another key or changed after signing (and none is damaged)."""
     from tinyship.errors import RegistryError
 
     reg, _ = project_context(config_path, registry_dir)
@@ -137,24 +143,126 @@ def verify_cmd(version: str | None, config_path: Path | None, registry_dir: Path
     else:
         v = reg.resolve(version)
         results = {v: reg.verify(v)}
-    rows = [{"version": v, "ok": not p, "problems": p} for v, p in results.items()]
+    rows: list[dict[str, Any]] = [
+        {"version": v, "ok": not p, "problems": p} for v, p in results.items()]
     damaged = [v for v, p in results.items() if p]
+    refused: list[str] = []
+    if public_key is None:
+        from tinyship.signing import public_key_from_config
+
+        public_key = public_key_from_config(config_path)
+    if public_key is not None:
+        refused = _check_signatures(reg, rows, public_key)
     if not as_json:
-        for v, p in results.items():
-            click.echo(f"{v}: " + ("DAMAGED: " + "; ".join(p) if p
-                                   else "all artifacts match their manifest hashes"))
-    if not damaged:
+        for r in rows:
+            p = r["problems"]
+            line = f"{r['version']}: " + ("DAMAGED: " + "; ".join(p) if p
+                                          else "all artifacts match their manifest hashes")
+            if "signature" in r:
+                s = r["signature"]
+                line += (f"; signed by {s['key_id']}" if s["ok"]
+                         else f"; REFUSED ({s['reason']}): {s['message']}")
+            click.echo(line)
+    if not damaged and not refused:
         if as_json:
             echo_json({"ok": True, "versions": rows})
         return
-    err = RegistryError(
-        f"{len(damaged)} of {len(rows)} version(s) damaged in registry {reg.root}: "
-        + ", ".join(damaged),
-        hint="restore them from a backup or retrain",
-    )
+    if damaged:
+        err: TinyshipError = RegistryError(
+            f"{len(damaged)} of {len(rows)} version(s) damaged in registry {reg.root}: "
+            + ", ".join(damaged),
+            hint="restore them from a backup or retrain",
+        )
+    else:
+        err = PolicyError(
+            f"{len(refused)} of {len(rows)} version(s) refused by the signing policy in "
+            f"registry {reg.root}: " + ", ".join(refused),
+            hint="sign them on the release machine: `tinyship registry sign VERSION --key "
+            "PATH`",
+        )
     if as_json:  # the report, with the error as `--json` errors carry it: one document
         echo_json({**error_json(err), "versions": rows})
     raise err
+
+
+def _check_signatures(reg: Registry, rows: list[dict[str, Any]], public_key: Path) -> list[str]:
+    """Add `signature` to each row ({"ok", "key_id", "reason", "message"}); the versions
+    refused. The key is loaded once (a bad key file is a config error, exit 3)."""
+    from tinyship.signing import SignatureError, load_public_key, verify_version
+
+    key = load_public_key(public_key)
+    refused = []
+    for r in rows:
+        try:
+            sig = verify_version(reg, r["version"], key)
+            r["signature"] = {"ok": True, "key_id": sig.key_id, "reason": None,
+                              "message": None}
+        except SignatureError as e:
+            r["ok"] = False
+            r["signature"] = {"ok": False, "key_id": e.key_id, "reason": e.reason,
+                              "message": str(e)}
+            refused.append(r["version"])
+    return refused
+
+
+@registry.command("keygen")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              required=True, help="Folder for NAME.key (private, 0600) and NAME.pub.")
+@click.option("--name", default="release", show_default=True, help="Key file base name.")
+@json_option
+def keygen_cmd(out_dir: Path, name: str, as_json: bool) -> None:
+    """Create an Ed25519 release-signing key pair; never overwrites a key (exit 3).
+
+    Keep the private key on the release machine (offline or in a secrets store), never on a
+    rig; point `deploy.public_key` in tinyship.toml at the public key."""
+    from tinyship.signing import generate_keypair
+
+    private, public, kid = generate_keypair(out_dir, name)
+    if as_json:
+        echo_json({"ok": True, "private_key": str(private), "public_key": str(public),
+                   "key_id": kid})
+        return
+    click.echo(f"private key: {private} (mode 0600: keep it off the rig)")
+    click.echo(f"public key:  {public} (key id {kid}): set deploy.public_key to it")
+
+
+@registry.command("sign")
+@click.argument("version")
+@click.option("--key", "key_path", type=click.Path(path_type=Path, dir_okay=False),
+              required=True, help="Ed25519 private key (PEM, from `registry keygen`).")
+@registry_options
+@json_option
+def sign_cmd(version: str, key_path: Path, config_path: Path | None,
+             registry_dir: Path | None, as_json: bool) -> None:
+    """Sign VERSION (vNNNN, an alias, or `latest`): writes signature.json in its folder,
+    covering its manifest and every artifact's SHA-256. Exit 6 for an unknown or damaged
+    version, 3 for a bad key file; signing again replaces the signature."""
+    from tinyship.signing import (
+        key_id,
+        load_public_key,
+        public_key_from_config,
+        sign_version,
+    )
+
+    reg, _ = project_context(config_path, registry_dir)
+    sig = sign_version(reg, version, key_path)
+    warning = None
+    configured = public_key_from_config(config_path)
+    if configured is not None:
+        try:
+            want: str | None = key_id(load_public_key(configured))
+        except ConfigError as e:  # the signature is written; say why it may not be accepted
+            want = None
+            warning = f"deploy.public_key cannot be used: {e}"
+            click.echo(f"warning: {warning}", err=True)
+        if want is not None and want != sig.key_id:
+            warning = (f"signed with key {sig.key_id}, but deploy.public_key ({configured}) "
+                       f"is key {want}: this project will refuse {sig.version}")
+            click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        echo_json({"ok": True, **sig.to_dict(), "warning": warning})
+        return
+    click.echo(f"{sig.version}: signed by key {sig.key_id} ({sig.path})")
 
 
 @registry.command("promote")
