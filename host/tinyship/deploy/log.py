@@ -250,11 +250,26 @@ class DeploymentLog:
             con.row_factory = sqlite3.Row
             con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             con.execute("PRAGMA foreign_keys = ON")
-            con.execute("PRAGMA journal_mode = WAL")
+            self._wal(con)
         except sqlite3.Error as e:
             con.close()
             raise DeployLogError(f"{self.path} is not a usable deployment log: {e}") from None
         return con
+
+    def _wal(self, con: sqlite3.Connection) -> None:
+        """Switch a new log to WAL. Two processes creating the file at once race for the
+        switch, and SQLite answers the loser "database is locked" without waiting for the
+        busy timeout: retry within it."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                if str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    con.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def _check_version(self, con: sqlite3.Connection) -> int:
         v = int(con.execute("PRAGMA user_version").fetchone()[0])
