@@ -28,6 +28,10 @@ from tinyship.tflm_libraries import EnvSpec, LibraryCheckError, LibraryRelease, 
 
 PROFILE_OPTION = "custom_tinyship_profile"
 OUTPUT_NAMES = ("firmware.bin", "firmware.hex", "firmware.uf2", "firmware.elf")
+#: Images an ESP32 full flash needs besides the app (platform-espressif32's espidf builder
+#: writes both to `.pio/build/<env>/` and passes them to esptool at 0x0 and 0x8000);
+#: stored when the build produced them, so `tinyship.deploy.image` can flash the full set.
+EXTRA_IMAGE_NAMES = ("bootloader.bin", "partitions.bin")
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,7 @@ def build(
     found = [build_dir / n for n in OUTPUT_NAMES if (build_dir / n).is_file()]
     if not found:
         raise BuildError(f"pio reported success but left no firmware image in {build_dir}")
+    found += [build_dir / n for n in EXTRA_IMAGE_NAMES if (build_dir / n).is_file()]
     out_dir = registry.root / "builds" / version / env
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{env}-", dir=out_dir.parent))
