@@ -264,4 +264,26 @@ struct Parsed {
          (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
 }
 
+// An INFO record as TLVs: tag -> value; `well_formed` is false when one runs past the end.
+struct Tlvs {
+  std::vector<std::vector<uint8_t>> v = std::vector<std::vector<uint8_t>>(256);
+  std::vector<bool> present = std::vector<bool>(256, false);
+  bool well_formed = true;
+};
+
+[[maybe_unused]] static Tlvs parse_tlv(const std::vector<uint8_t> &p) {
+  Tlvs t;
+  size_t i = 0;
+  while (i < p.size()) {
+    if (i + 2 > p.size() || i + 2 + p[i + 1] > p.size()) {
+      t.well_formed = false;
+      break;
+    }
+    t.present[p[i]] = true;
+    t.v[p[i]].assign(p.begin() + static_cast<long>(i) + 2, p.begin() + static_cast<long>(i) + 2 + p[i + 1]);
+    i += 2u + p[i + 1];
+  }
+  return t;
+}
+
 #endif

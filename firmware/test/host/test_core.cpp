@@ -291,27 +291,6 @@ void test_ping() {
   CHECK(memcmp(r.fake.out.data(), want, sizeof(want)) == 0);
 }
 
-struct Tlvs {
-  std::vector<std::vector<uint8_t>> v = std::vector<std::vector<uint8_t>>(256);
-  std::vector<bool> present = std::vector<bool>(256, false);
-  bool well_formed = true;
-};
-
-Tlvs parse_tlv(const std::vector<uint8_t> &p) {
-  Tlvs t;
-  size_t i = 0;
-  while (i < p.size()) {
-    if (i + 2 > p.size() || i + 2 + p[i + 1] > p.size()) {
-      t.well_formed = false;
-      break;
-    }
-    t.present[p[i]] = true;
-    t.v[p[i]].assign(p.begin() + static_cast<long>(i) + 2, p.begin() + static_cast<long>(i) + 2 + p[i + 1]);
-    i += 2u + p[i + 1];
-  }
-  return t;
-}
-
 std::string s(const std::vector<uint8_t> &v) { return std::string(v.begin(), v.end()); }
 
 void test_hello() {

@@ -82,30 +82,14 @@ bool refused_untouched(Board &b, uint8_t cmd, const Bytes &req, ts_status_t code
   return r && same;
 }
 
-struct Tlvs {
-  bool well_formed = true;
-  bool present[256] = {};
-  Bytes v[256];
-};
-
 Tlvs hello(Board &b) {
-  Tlvs t;
   Bytes p;
   if (!ok_reply(b, TS_CMD_HELLO, {}, &p)) {
+    Tlvs t;
     t.well_formed = false;
     return t;
   }
-  size_t i = 0;
-  while (i < p.size()) {
-    if (i + 2 > p.size() || i + 2 + p[i + 1] > p.size()) {
-      t.well_formed = false;
-      break;
-    }
-    t.present[p[i]] = true;
-    t.v[p[i]].assign(p.begin() + static_cast<long>(i) + 2, p.begin() + static_cast<long>(i) + 2 + p[i + 1]);
-    i += 2u + p[i + 1];
-  }
-  return t;
+  return parse_tlv(p);
 }
 
 std::string str(const Bytes &v) { return std::string(v.begin(), v.end()); }
