@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tinyship.atomic import write_bytes_atomic
+from tinyship.atomic import create_bytes_exclusive, write_bytes_atomic
 from tinyship.errors import ConfigError, PolicyError, RegistryError
 from tinyship.registry import DAMAGED_HINT, MANIFEST, Registry
 
@@ -113,32 +111,6 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _create_exclusive(path: Path, data: bytes, mode: int) -> None:
-    """Write `path` whole or not at all, refusing to replace an existing file: a temp file
-    (created 0600) is filled, fsynced, chmod-ed, then hard-linked to the name (where the
-    file system has no hard links, the file is created with O_EXCL and written)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links (FAT on a USB stick): create exclusively instead
-            out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(out, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def generate_keypair(out_dir: Path, name: str = DEFAULT_KEY_NAME) -> tuple[Path, Path, str]:
     """A new Ed25519 key pair as `out_dir/NAME.key` (private, 0600) and `NAME.pub`;
     returns (private path, public path, key id). Refuses (ConfigError) when either exists."""
@@ -161,9 +133,9 @@ def generate_keypair(out_dir: Path, name: str = DEFAULT_KEY_NAME) -> tuple[Path,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _create_exclusive(private_path, private_pem, 0o600)
+        create_bytes_exclusive(private_path, private_pem, mode=0o600)
         try:
-            _create_exclusive(public_path, public_pem, 0o644)
+            create_bytes_exclusive(public_path, public_pem, mode=0o644)
         except BaseException:
             private_path.unlink()  # ours, written a moment ago: no half pair left behind
             raise
