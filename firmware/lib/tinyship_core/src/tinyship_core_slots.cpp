@@ -171,8 +171,12 @@ void boot_model(ts_core *c) {
     const ts_boot_decision d = decide(c, skip, &tried_ok);
     if (d.source == TS_BOOT_FACTORY) break;
     const uint32_t slot = d.source == TS_BOOT_SLOT_A ? TS_SLOT_A : TS_SLOT_B;
-    if (tried_ok && ts_store_read(c->cfg.flash, slot, &c->limits, &c->rec) == 0 &&
-        c->rec.flags.crc_ok == 1u && run_slot(c, slot, d.mode)) {
+    // decide() checked this slot's model CRC (only a bootable slot is chosen) and only
+    // flags were written since: parse its header again, not the whole body's CRC.
+    const uint8_t *base = c->cfg.flash->map(c->cfg.flash->user, slot);
+    if (tried_ok && base != nullptr &&
+        ts_slot_image_parse(base, c->limits.slot_bytes, &c->rec.header) == TS_IMG_OK &&
+        run_slot(c, slot, d.mode)) {
       return;
     }
     skip |= 1u << slot;
