@@ -10,8 +10,6 @@ builds/ folder, as `tinyship build` leaves them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import stat
 import sys
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FakeTool, store_image
 from tinyship.deploy.image import (
     UploaderMissing,
     UploadError,
@@ -32,61 +31,10 @@ from tinyship.firmware.build import build
 from tinyship.registry import Registry
 
 VERSION = "v0007"
-FILES = {
-    "nano33ble": ("firmware.bin", "firmware.hex", "firmware.elf"),
-    "nanorp2040connect": ("firmware.bin", "firmware.elf", "firmware.uf2"),
-    "esp32s3": ("firmware.bin", "firmware.elf", "bootloader.bin", "partitions.bin"),
-}
 
 
 def store(root: Path, env: str, names: tuple[str, ...] | None = None) -> Path:
-    out = root / "builds" / VERSION / env
-    out.mkdir(parents=True)
-    artifacts = {}
-    for name in names or FILES[env]:
-        data = f"{env}:{name}".encode()
-        (out / name).write_bytes(data)
-        artifacts[name] = hashlib.sha256(data).hexdigest()
-    info = {"env": env, "version": VERSION, "artifacts": artifacts}
-    (out / "build.json").write_text(json.dumps(info))
-    return out
-
-
-class FakeTool:
-    """The fake uploaders in tmp_path/bin, put first on PATH."""
-
-    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.bin = tmp / "bin"
-        self.bin.mkdir()
-        self.record = tmp / "calls.json"
-        self.control = tmp / "control.json"
-        self.set()
-        for name in ("bossac", "rp2040load", "esptool.py"):
-            self.install(name)
-        monkeypatch.setenv("PATH", f"{self.bin}")
-
-    def install(self, name: str) -> None:
-        script = self.bin / name
-        script.write_text(f"""#!{sys.executable}
-import json, os, pathlib, sys
-rec = pathlib.Path({str(self.record)!r})
-calls = json.loads(rec.read_text()) if rec.exists() else []
-calls.append({{"tool": {name!r}, "argv": sys.argv[1:], "cwd": os.getcwd()}})
-rec.write_text(json.dumps(calls))
-ctl = json.loads(pathlib.Path({str(self.control)!r}).read_text())
-print(ctl["output"], flush=True)
-sys.exit(ctl["code"])
-""")
-        script.chmod(script.stat().st_mode | stat.S_IEXEC)
-
-    def set(self, code: int = 0, output: str = "ok") -> None:
-        self.control.write_text(json.dumps({"code": code, "output": output}))
-
-    def calls(self) -> list[dict[str, object]]:
-        if not self.record.exists():
-            return []
-        calls: list[dict[str, object]] = json.loads(self.record.read_text())
-        return calls
+    return store_image(root, VERSION, env, names)
 
 
 @pytest.fixture

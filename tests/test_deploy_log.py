@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli as _cli
 from tinyship.deploy.log import (
     SCHEMA_VERSION,
     BoardReport,
@@ -266,16 +267,6 @@ def test_registry_ignores_the_log_and_its_locks(tmp_path: Path) -> None:
 
 
 # --- `tinyship deployments` --------------------------------------------------------------
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from tinyship.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = e.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 def test_deployments_command_table_and_json(

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -26,14 +25,12 @@ from typing import Any
 
 import pytest
 
-from tinyship.cli import main
+from conftest import run_cli_json as _cli
 from tinyship.device import protocol as P
 from tinyship.device import slot_image as SI
 from tinyship.device.client import DeviceClient
 from tinyship.device.slots import SlotClient, image_from_registry, incompatibility
 from tinyship.device.virtual import VirtualBoard
-from tinyship.device.virtual.board import load_firmware
-from tinyship.device.virtual.powerloss import SlotModel, variant_model
 from tinyship.errors import ExitCode
 from tinyship.registry import Registry
 
@@ -42,54 +39,14 @@ MODELS = REPO / "tests" / "fixtures" / "registry"
 PROTOCOL_MD = REPO / "firmware" / "PROTOCOL.md"
 
 
-# --- a registry with versions to load --------------------------------------------------------
-
-
-def _add_version(root: Path, name: str, *, model: bytes | None = None,
-                 golden_outputs: tuple[bytes, ...] | None = None, **model_fields: Any) -> None:
-    """A copy of v0001 as version `name`, with another model, golden outputs or manifest
-    model fields; artifact digests kept right so the registry trusts it."""
-    dst = root / name
-    shutil.copytree(root / "v0001", dst)
-    manifest = json.loads((dst / "manifest.json").read_text())
-    manifest["version"] = name
-    arts = manifest["artifacts"]
-    if model is not None:
-        (dst / "model_int8.tflite").write_bytes(model)
-        sha = hashlib.sha256(model).hexdigest()
-        manifest["model"].update(sha256=sha, crc32=zlib.crc32(model), bytes=len(model))
-        arts["model_int8.tflite"] = sha
-    if golden_outputs is not None:
-        cc = dst / "firmware" / "tinyship_model_data.cc"
-        values = ", ".join(str(b - 256 if b > 127 else b) for g in golden_outputs for b in g)
-        text = re.sub(r"(tinyship_golden_outputs\[[^\]]*\]\s*=\s*\{)[^}]*\}",
-                      lambda m: m.group(1) + values + "}", cc.read_text())
-        cc.write_text(text)
-        arts["firmware/tinyship_model_data.cc"] = hashlib.sha256(cc.read_bytes()).hexdigest()
-    manifest["model"].update(model_fields)
-    (dst / "manifest.json").write_text(json.dumps(manifest, indent=1))
-
-
-@pytest.fixture(scope="module")
-def variant() -> SlotModel:
-    """Another model of the bundled family (perturbed weights), golden outputs its own."""
-    return variant_model(load_firmware(MODELS, "v0001"), "v0003", seed=5)
+# --- a registry with versions to load ------------------------------------------------------
 
 
 @pytest.fixture
-def registry(tmp_path: Path, variant: SlotModel) -> Path:
-    """v0001 (the factory model), v0002 (the same model, a new version), v0003 (a distinct
-    model), v0004 (v0003's model with v0001's golden outputs: its self-test fails), v0005
-    (needs a 99,999-byte arena: incompatible)."""
-    root = tmp_path / "models"
-    root.mkdir()
-    shutil.copytree(MODELS / "v0001", root / "v0001")
-    _add_version(root, "v0002")
-    _add_version(root, "v0003", model=variant.model, golden_outputs=variant.golden_outputs)
-    _add_version(root, "v0004", model=variant.model)
-    _add_version(root, "v0005", arena_bytes=99_999)
-    assert Registry(root).verify_all() == {v: [] for v in Registry(root).versions()}
-    return root
+def registry(versions_registry: Path) -> Path:
+    """conftest.versions_registry: v0001 factory, v0002 same model, v0003 distinct, v0004
+    failing self-test, v0005 incompatible."""
+    return versions_registry
 
 
 @contextlib.contextmanager
@@ -99,17 +56,6 @@ def _board(registry: Path, state: Path, **kw: Any) -> Iterator[VirtualBoard]:
     with VirtualBoard(registry, "v0001", state_dir=state, reset_on_open=False,
                       boot_delay_s=0.05, **kw) as vb:
         yield vb
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
-    """Run `tinyship ARGS --json` as a user would; (exit code, the one JSON document)."""
-    capsys.readouterr()
-    try:
-        main([*args, "--json"])
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr().out
-    return code, json.loads(out)
 
 
 # --- the protocol examples and refusals against the core -----------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli as _cli
 from tinyship.config import Config
 from tinyship.errors import RegistryError
 from tinyship.registry import MANIFEST, Registry
@@ -106,18 +107,6 @@ def test_corrupt_aliases_file_named(tmp_path: Path) -> None:
 
 
 # --- robustness: unwritable folders, broken manifests, damaged artifacts ----------------
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `tinyship ARGS` in-process as a user would: (exit code, stdout, stderr)."""
-    from tinyship.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = e.value.code
-    return (code if isinstance(code, int) else 1), out, err
 
 
 def test_check_writable_changes_nothing(tmp_path: Path) -> None:

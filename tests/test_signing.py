@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tinyship.cli import main
+from conftest import run_cli as _cli
 from tinyship.config import load_config
 from tinyship.errors import ConfigError, ExitCode, PolicyError, RegistryError
 from tinyship.registry import Registry
@@ -47,18 +47,6 @@ def reg(tmp_path: Path) -> Registry:
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path, str]:
     return generate_keypair(tmp_path / "keys")
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run `tinyship ARGS` as a user would; (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
