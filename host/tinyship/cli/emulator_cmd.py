@@ -1,7 +1,9 @@
 """`tinyship emulator`: serve a virtual board for a registry version until interrupted.
 
 The first line on stdout is the serial URL (or `{"url": ...}` with `--json`), flushed at
-once, so scripts and tests can read it and connect.
+once, so scripts and tests can read it and connect. A `--state` folder whose application
+region holds an uploaded full image (`tinyship.deploy.virtual_upload`) runs that firmware,
+not `--model`'s, as a board keeps what was last uploaded to it.
 """
 
 from __future__ import annotations
@@ -84,12 +86,20 @@ def emulator(model: str | None, registry_dir: Path | None, config_path: Path | N
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         url = vb.start()
+        running = vb.firmware.version if vb.booted != "bootloader" else None
         if as_json:
-            click.echo(json.dumps({"url": url, "version": vb.firmware.version}))
+            click.echo(json.dumps({"url": url, "version": running}))
         else:
             click.echo(url)
         sys.stdout.flush()
-        click.echo(f"virtual board {vb.board.name}: model {vb.firmware.version}, "
+        if vb.booted == "image":
+            click.echo(f"{'--model ignored: ' if model else ''}the state's flash holds "
+                       f"{vb.firmware.version} (firmware {vb.firmware.firmware_version}), "
+                       "uploaded as a full image; it runs", err=True)
+        elif vb.booted == "bootloader":
+            click.echo(f"the board waits in its bootloader: {vb.bootloader_reason}; upload a "
+                       "full image to recover it", err=True)
+        click.echo(f"virtual board {vb.board.name}: model {running or 'none'}, "
                    f"baud {baud or 'unpaced'}"
                    + (f" ({rx_buffer}-byte receive buffer)" if baud else "")
                    + f", MLPerf model {vb.board.mlperf_model}"

@@ -5,7 +5,8 @@
     with VirtualBoard(registry_root, "v0003", faults=parse_faults("drop_tx=0.01,seed=1")) as b:
         port = serial.serial_for_url(b.url, timeout=2)
 
-See `board` (serving, resets, pacing), `latency` (the modelled latency), `faults` (fault
+See `board` (serving, resets, pacing), `fwimage` and `bootloader` (full firmware images,
+the ROM and its bootloader), `latency` (the modelled latency), `faults` (fault
 injection and the `--faults` spec) and `state` (persistent state, A/B slot layout).
 """
 
@@ -13,11 +14,10 @@ from tinyship.device.virtual.board import (
     DEFAULT_BAUD,
     DEFAULT_BOOT_DELAY_S,
     BoardStats,
-    Firmware,
     VirtualBoard,
-    load_firmware,
 )
 from tinyship.device.virtual.faults import Faults, parse_faults
+from tinyship.device.virtual.fwimage import Firmware, load_firmware
 from tinyship.device.virtual.latency import LatencyModel
 from tinyship.device.virtual.state import BoardState
 

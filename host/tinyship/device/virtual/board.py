@@ -29,6 +29,14 @@ than the modelled board. `realtime=True` makes the modelled time drive the pace:
 sleeps until the wall clock catches up (within `REALTIME_SLACK_US`), so a benchmark that
 runs 10 s by the board's clock also takes 10 s of wall time (the MLCommons runner checks
 both). One thread serves the port; `stop()` joins it with a bound.
+
+Firmware: the board is built with one registry version (the constructor's), and has a ROM
+(`bootloader`) that at every boot runs a full firmware image uploaded into its application
+region instead, if there is a valid one, or stays in its bootloader when an upload left
+the region invalid. `TOUCH` (the bootloader request) is taken out of the host's bytes
+before they reach the modelled wire, as the USB stack of an Arduino core takes the
+1200-baud touch before the sketch sees anything. Uploading a full image leaves the model
+slots alone: a confirmed slot model keeps running (see `bootloader`).
 """
 
 from __future__ import annotations
@@ -48,22 +56,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
-from tinyship import __version__
 from tinyship.config import BoardSection
-from tinyship.convert.golden import EMBEDDED_GOLDEN_CC, parse_embedded_golden
+from tinyship.device.bootloader_protocol import TOUCH
 from tinyship.device.protocol import LinkInfo, LinkKind
 from tinyship.device.virtual import _core
+from tinyship.device.virtual.bootloader import (
+    APP_FILE,
+    APP_REGION_BYTES,
+    RomBootloader,
+    banner,
+    rom_choice,
+)
 from tinyship.device.virtual.faults import Faults
-from tinyship.device.virtual.flash import DEFAULT_SLOT_BYTES, FLASH_FILE, SlotFlash
+from tinyship.device.virtual.flash import (
+    DEFAULT_SLOT_BYTES,
+    FLASH_FILE,
+    NorRegion,
+    PowerRail,
+    SlotFlash,
+    board_geometry,
+)
+from tinyship.device.virtual.fwimage import Firmware, VirtualImageError, load_firmware
 from tinyship.device.virtual.latency import LatencyModel
 from tinyship.device.virtual.link import DEFAULT_RX_BUFFER, LinkStats, UartLink
+from tinyship.device.virtual.nor import CutMode
 from tinyship.device.virtual.state import BoardState
-from tinyship.errors import DeviceError, ModelError, RegistryError
-from tinyship.registry import Registry
+from tinyship.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -107,64 +129,6 @@ class BoardStats:
     wrong_predictions: int = 0
     #: Host bytes lost because the modelled UART's receive buffer was full (core busy).
     overflow_rx: int = 0
-
-
-@dataclass(frozen=True)
-class Firmware:
-    """What the virtual board is "flashed" with: one registry version."""
-
-    version: str
-    model: bytes
-    manifest: dict[str, Any]
-    golden_inputs: np.ndarray  # (count, input_size) int8
-    golden_outputs: np.ndarray  # (count, output_size) int8
-
-    @property
-    def sha256(self) -> str:
-        return str(self.manifest["model"]["sha256"])
-
-    @property
-    def crc32(self) -> int:
-        return int(self.manifest["model"]["crc32"])
-
-    @property
-    def input_size(self) -> int:
-        return int(np.prod(self.manifest["model"]["input"]["shape"]))
-
-    @property
-    def output_size(self) -> int:
-        return int(np.prod(self.manifest["model"]["output"]["shape"]))
-
-
-def load_firmware(registry_root: Path, ref: str | None) -> Firmware:
-    """A registry version with its model bytes and the golden vectors its firmware embeds
-    (parsed from the generated `firmware/tinyship_model_data.cc`)."""
-    reg = Registry(Path(registry_root))
-    version = reg.resolve(ref)
-    vdir = reg.path(version)
-    manifest = reg.manifest(version)
-    # Hash-checked reads: a truncated model would otherwise crash the TFLM loader.
-    model = reg.read_artifact(version, "model_int8.tflite")
-    try:
-        for key in ("sha256", "crc32", "input", "output"):
-            if key not in manifest["model"]:
-                raise KeyError(f"model.{key}")
-        in_shape = manifest["model"]["input"]["shape"]
-        out_shape = manifest["model"]["output"]["shape"]
-    except (KeyError, TypeError) as e:
-        raise RegistryError(f"registry version {version} is incomplete: {e}") from None
-    n_in = int(np.prod(in_shape))
-    n_out = int(np.prod(out_shape))
-    gi = np.zeros((0, n_in), dtype=np.int8)
-    go = np.zeros((0, n_out), dtype=np.int8)
-    if EMBEDDED_GOLDEN_CC in reg.artifacts(version):
-        text = reg.read_artifact(version, EMBEDDED_GOLDEN_CC).decode("utf-8", errors="replace")
-        try:
-            gi, go = parse_embedded_golden(text, n_in, n_out)
-        except ValueError as e:
-            raise RegistryError(f"{vdir / EMBEDDED_GOLDEN_CC}: {e}") from None
-    return Firmware(version=version, model=model, manifest=manifest, golden_inputs=gi,
-                    golden_outputs=go)
 
 
 def firmware_ops(profile: str, factory_ops: Sequence[str] = ()) -> list[int]:
@@ -275,7 +239,10 @@ class VirtualBoard:
             raise ValueError("time_scale must be >= 1 (1: real time)")
         if boot_delay_s < 0:
             raise ValueError("boot_delay_s must be >= 0")
-        self.firmware = load_firmware(Path(registry_root), version)
+        #: The firmware the board was built with; `firmware` is the one running (an uploaded
+        #: full image's, when the ROM boots one).
+        self.built_firmware = load_firmware(registry_root, version)
+        self.firmware = self.built_firmware
         self.board = board or BoardSection.model_validate({})
         self.baud = baud
         #: Receive buffer of the modelled UART (bytes; `link.UartLink`), paced links only.
@@ -290,15 +257,13 @@ class VirtualBoard:
         self._host = host
         self._port = port
         self._use_pty = pty
-        lat: dict[str, int] = {}
+        self._latency_kw: dict[str, Any] = {"clock_hz": self.board.clock_hz,
+                                            "cycles_per_mac": self.board.cycles_per_mac}
         if overhead_us is not None:
-            lat["overhead_us"] = overhead_us
+            self._latency_kw["overhead_us"] = overhead_us
         if jitter_max_us is not None:
-            lat["jitter_max_us"] = jitter_max_us
-        self.latency = LatencyModel(
-            macs=int(self.firmware.manifest["model"].get("macs", 0)),
-            clock_hz=self.board.clock_hz, cycles_per_mac=self.board.cycles_per_mac, **lat,
-        )
+            self._latency_kw["jitter_max_us"] = jitter_max_us
+        self.latency = self._latency_of(self.firmware)
         self._tmp_state: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
             self._tmp_state = tempfile.TemporaryDirectory(prefix="tinyship-vboard-")
@@ -334,19 +299,36 @@ class VirtualBoard:
         #: so a trial model survives the host reconnecting to confirm it.
         self.reset_on_open = reset_on_open
         self._reset_reason = _core.TS_RESET_WATCHDOG
+        f = self.faults
+        #: Power cuts of every flash region, counted together (`flash.PowerRail`).
+        self.power = PowerRail(cut_at=f.power_cut_at, cut_probability=f.power_cut,
+                               seed=f.seed)
+        cut_mode = cast(CutMode, f.power_cut_mode)  # Faults checked it
+        # Flash is persisted in a state folder the caller chose; a temporary one dies with
+        # the board, so its flash is not written through (a sweep makes thousands of ops).
+        persist = self._tmp_state is None
         #: Model slots in simulated NOR flash (`flash.SlotFlash`), persisted in the state
         #: folder; None when the firmware is built without slots.
         self.flash: SlotFlash | None = None
         if slots:
-            # Persisted in a state folder the caller chose; a temporary one dies with the
-            # board, so its flash is not written through (a sweep makes thousands of ops).
-            persist = self._tmp_state is None
             self.flash = SlotFlash(
-                self.board.name, slot_bytes=slot_bytes,
+                self.board.name, self.power, slot_bytes=slot_bytes,
                 path=self.state.dir / FLASH_FILE if persist else None,
-                cut_at=self.faults.power_cut_at, cut_probability=self.faults.power_cut,
-                cut_mode=self.faults.power_cut_mode,  # type: ignore[arg-type]
-                seed=self.faults.seed, on_busy=self._flash_busy)
+                cut_mode=cut_mode, seed=f.seed, on_busy=self._flash_busy)
+        #: The application region, where full firmware images go (`bootloader`).
+        self.app = NorRegion(
+            board_geometry(self.board.name).with_size(APP_REGION_BYTES), self.power,
+            path=self.state.dir / APP_FILE if persist else None, cut_mode=cut_mode,
+            seed=f.seed + 1, on_busy=self._flash_busy)  # not the slot chip's tear pattern
+        #: What the ROM booted last: the firmware the board was built with, an uploaded
+        #: image, or its bootloader (`bootloader_reason` says why).
+        self.booted: Literal["built", "image", "bootloader"] = "built"
+        self.bootloader_reason: str | None = None
+        self._bootloader: RomBootloader | None = None
+        self._bootloader_requested = False  # the touch's flag for the ROM (a RAM magic)
+        self._touch_tail = b""  # the last bytes received, for a touch split across reads
+        #: What the platform is set up for: "" the built firmware, else the image's SHA-256.
+        self._firmware_key: str | None = None
         self._runners: dict[bytes, Any] = {}
         self._capture: bytearray | None = None
 
@@ -366,17 +348,7 @@ class VirtualBoard:
         """Power the board on (first boot, synchronously) and serve its port; returns the URL."""
         if self._thread is not None:
             raise DeviceError("virtual board already started")
-        self._lib = _core.load_core()
-        from tinyship.convert.runtimes import TflmRunner
-
-        try:
-            self._runner = TflmRunner(self.firmware.model, self.arena_bytes)
-        except ModelError as e:
-            raise DeviceError(f"virtual board cannot load {self.firmware.version}: {e}") from e
-        self._runners[self.firmware.model] = (self._runner, self.latency)
-        self._core_mem = (ctypes.c_uint64 * ((self._lib.ts_core_size() + 7) // 8))()
-        self._make_platform()
-        self.state.install(self.firmware.version, self.firmware.sha256, __version__)
+        self._load_core()
         try:
             if self._use_pty:
                 self._open_pty()
@@ -412,9 +384,7 @@ class VirtualBoard:
         Returns what the board printed at boot."""
         if self._thread is not None or self.baud != 0:
             raise DeviceError("headless mode needs an unstarted, unpaced board (baud=0)")
-        self._lib = _core.load_core()
-        self._core_mem = (ctypes.c_uint64 * ((self._lib.ts_core_size() + 7) // 8))()
-        self._make_platform()
+        self._load_core()
         self._capture = bytearray()
         self._boot(_core.TS_RESET_POWER_ON)
         return self.feed_headless(b"")
@@ -429,8 +399,7 @@ class VirtualBoard:
         """Give the board `data` and return everything it sent; a reset it asks for (REBOOT,
         SLOT_REVERT, a power cut) happens before this returns, at once."""
         assert self._capture is not None, "power_on_headless() first"
-        for b in data:
-            self._rx_byte(b)
+        self._on_rx(data)
         while self._reset_pending:
             self._boot(self._reset_reason)
         out = bytes(self._capture)
@@ -446,6 +415,7 @@ class VirtualBoard:
         self.stop()
 
     def self_test(self) -> dict[str, int]:
+        self._require_core()
         st = _core.SelfTest()
         self._lib.ts_core_get_self_test(self._core, ctypes.byref(st))
         return {f: int(getattr(st, f)) for f in ("status", "vectors", "failed_vector",
@@ -463,12 +433,17 @@ class VirtualBoard:
     def running_model(self) -> tuple[int, int]:
         """(source, mode) of the model the core runs: TS_RUNNING_FACTORY / _SLOT_A / _SLOT_B
         and TS_RUNNING_CONFIRMED / _TRIAL."""
+        self._require_core()
         src, mode = ctypes.c_uint32(0), ctypes.c_uint32(0)
         self._lib.ts_core_get_running(self._core, ctypes.byref(src), ctypes.byref(mode))
         return int(src.value), int(mode.value)
 
     def stats_snapshot(self) -> BoardStats:
         return dataclasses.replace(self.stats)
+
+    def _require_core(self) -> None:
+        if self._bootloader is not None:
+            raise DeviceError(f"virtual board is in its bootloader ({self.bootloader_reason})")
 
     # --- platform callbacks --------------------------------------------------------------
     def _make_platform(self) -> None:
@@ -489,7 +464,7 @@ class VirtualBoard:
         in_shape = [int(v) for v in m["input"]["shape"]]
         out_shape = [int(v) for v in m["output"]["shape"]]
         strings = {k: v.encode() for k, v in {
-            "firmware_version": __version__, "model_version": version, "model_sha256": sha,
+            "firmware_version": fw.firmware_version, "model_version": version, "model_sha256": sha,
             "profile": str(fw.manifest.get("profile", "unknown")),
             "board": f"virtual-{self.board.name}",
             "mlperf_model": self.board.mlperf_model}.items()}
@@ -662,7 +637,7 @@ class VirtualBoard:
     def _check_power(self) -> None:
         """After the core ran: a power cut during its flash work kills the board now; it
         comes back as after a brown-out (its output since the cut is lost)."""
-        if self.flash is not None and self.flash.cut is not None and not self._reset_pending:
+        if self.power.cut is not None and not self._reset_pending:
             self._reset_pending = True
             self._reset_reason = _core.TS_RESET_BROWNOUT
 
@@ -682,9 +657,84 @@ class VirtualBoard:
             log.exception("virtual board storage write failed")
             return _core.TS_ERR_STORAGE
 
+    # --- firmware -------------------------------------------------------------------------
+    def _load_core(self) -> None:
+        self._lib = _core.load_core()
+        self._core_mem = (ctypes.c_uint64 * ((self._lib.ts_core_size() + 7) // 8))()
+
+    def _latency_of(self, fw: Firmware) -> LatencyModel:
+        return LatencyModel(macs=int(fw.manifest["model"].get("macs", 0)), **self._latency_kw)
+
+    def _use_firmware(self, fw: Firmware, key: str) -> None:
+        """Set the platform up for `fw` (the core's config, the factory model's interpreter,
+        the latency model) unless it already is; `key`: "" for the built firmware, else the
+        uploaded image's SHA-256. The state records what the board now holds."""
+        if key == self._firmware_key:
+            return
+        from tinyship.convert.runtimes import TflmRunner
+
+        self.firmware = fw
+        self.latency = self._latency_of(fw)
+        try:
+            runner: Any = TflmRunner(fw.model, self.arena_bytes)
+        except Exception as e:  # a damaged flatbuffer may fail anywhere in the parser
+            if not key:
+                raise DeviceError(f"virtual board cannot load {fw.version}: {e}") from e
+            # An uploaded firmware whose model does not load: its self-test fails, as on
+            # a board.
+            log.warning("virtual board: the model of uploaded firmware %s does not load: %s",
+                        fw.version, e)
+            runner = None
+        self._runner = runner
+        self._runners = {fw.model: (runner, self.latency)}  # another arena, maybe
+        self._make_platform()
+        self.state.install(fw.version, fw.sha256, fw.firmware_version)
+        self._firmware_key = key
+
+    def _rom(self) -> bool:
+        """The board's ROM (`bootloader`): set up the firmware to run, or start the
+        bootloader (False)."""
+        if self._bootloader_requested:
+            self._bootloader_requested = False
+            return self._enter_bootloader("entered on the host's request")
+        try:
+            image = rom_choice(self.app, self.state.app)
+        except VirtualImageError as e:
+            self.state.record_app({"status": "invalid", "reason": str(e)})
+            return self._enter_bootloader(f"no valid application ({e})")
+        self._bootloader = None
+        self.bootloader_reason = None
+        if image is None:
+            self._use_firmware(self.built_firmware, "")
+            self.booted = "built"
+            return True
+        self.state.record_app({"status": "valid", "firmware_version": image.firmware_version,
+                               "model_version": image.version,
+                               "image_sha256": image.sha256, "bytes": image.size})
+        self._use_firmware(image.to_firmware(), image.sha256)
+        self.booted = "image"
+        return True
+
+    def _enter_bootloader(self, reason: str) -> bool:
+        self.booted = "bootloader"
+        self.bootloader_reason = reason
+        self._core = ctypes.c_void_p()
+        self._bootloader = RomBootloader(
+            self.app, send=self._boot_tx, boot=lambda: self._cb_reset(None),
+            writing=lambda: self.state.record_app({"status": "uploading"}),
+            record=lambda: self.state.app)
+        self._boot_tx(banner(reason))
+        return False
+
+    def _boot_tx(self, data: bytes) -> None:
+        """Bytes from the bootloader: the line's faults apply, the core's frame faults not."""
+        if not (self._reset_pending or self.power.cut is not None):
+            self._send_faulty(data)
+
     # --- boot ---------------------------------------------------------------------------
     def _boot(self, reason: int) -> None:
-        """(Re)start the core: fresh state, storage boot counter, self-test, banner."""
+        """(Re)start the board: its ROM picks what runs, then the core starts afresh:
+        storage boot counter, self-test, banner."""
         self._boot_index += 1
         seq = np.random.SeedSequence([self.faults.seed, self._boot_index])
         link_seed, board_seed = seq.spawn(2)
@@ -695,12 +745,18 @@ class VirtualBoard:
         self._tx_in_frame = False
         self._hung = False
         self._reset_pending = False
-        self._cfg.reset_reason = reason
         self._reset_reason = _core.TS_RESET_WATCHDOG
-        if self.flash is not None:
-            self.flash.power_on()
+        self.power.power_on()
+        for region in (self.flash, self.app):
+            if region is not None:
+                region.power_on()
         if self._link is not None:  # the UART's buffers do not survive a reset
             self.stats.ignored_rx += self._link.reset_device(time.monotonic())
+        self._touch_tail = b""
+        self.stats.boots += 1
+        if not self._rom():
+            return
+        self._cfg.reset_reason = reason
         ctypes.memset(self._core_mem, 0, ctypes.sizeof(self._core_mem))
         core = ctypes.c_void_p()
         self._in_init = True
@@ -721,7 +777,6 @@ class VirtualBoard:
                                                                      li.rx_window)))
         if st != _core.TS_OK:
             log.warning("virtual board: ts_core_set_link: %s", _core.status_str(st))
-        self.stats.boots += 1
 
     def _reboot(self, reason: int) -> None:
         """A reset with the boot delay. After a port open (`TS_RESET_PIN`) the bytes the host
@@ -791,16 +846,33 @@ class VirtualBoard:
                 self._on_rx(data)
 
     def _on_rx(self, data: bytes) -> None:
-        """Bytes the host wrote: onto the modelled wire (paced), or straight to the core."""
+        """Bytes the host wrote: onto the modelled wire (paced), or straight to the board.
+        A running application's USB stack looks for the touch first (`_touched`)."""
         self.stats.bytes_rx += len(data)
+        if self._bootloader is None and self._touched(data):
+            self.stats.ignored_rx += len(data)
+            return
         if self._link is not None:
             self._link.host_wrote(data, time.monotonic())
             return
         for b in data:
             self._rx_byte(b)
 
+    def _touched(self, data: bytes) -> bool:
+        """Whether `data` completes the touch: then the board resets into its bootloader,
+        and the bytes of this read are lost with the reset."""
+        window = self._touch_tail + data
+        if TOUCH not in window:
+            self._touch_tail = window[-(len(TOUCH) - 1):]
+            return False
+        self._touch_tail = b""
+        self._bootloader_requested = True
+        self._reset_pending = True
+        self._reset_reason = _core.TS_RESET_SOFTWARE
+        return True
+
     def _rx_byte(self, b: int) -> None:
-        """One received byte reaches the core (through the line faults)."""
+        """One received byte reaches the core, or the bootloader (through the line faults)."""
         if self._hung or self._reset_pending or self._stop.is_set():
             self.stats.ignored_rx += 1
             return
@@ -811,14 +883,16 @@ class VirtualBoard:
         if f.corrupt_rx and self._rng_link.random() < f.corrupt_rx:
             b ^= 1 << int(self._rng_link.integers(0, 8))
             self.stats.corrupted_rx += 1
-        byte = ctypes.c_uint8(b)
-        self._lib.ts_core_feed(self._core, ctypes.byref(byte), 1)
+        if self._bootloader is not None:
+            self._bootloader.feed(bytes([b]))
+        else:
+            byte = ctypes.c_uint8(b)
+            self._lib.ts_core_feed(self._core, ctypes.byref(byte), 1)
         self._check_power()
 
     def _on_tx(self, data: bytes) -> None:
         """Bytes from the core: count frames, inject faults, pace, send."""
-        if self._hung or self._reset_pending or (self.flash is not None
-                                                  and self.flash.cut is not None):
+        if self._hung or self._reset_pending or self.power.cut is not None:
             return  # a dead board sends nothing
         start = 0
         for i, b in enumerate(data):

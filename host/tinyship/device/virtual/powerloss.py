@@ -34,7 +34,8 @@ import numpy as np
 
 from tinyship.device.slot_image import build_slot_image, max_golden_for_begin, parse_slot_image
 from tinyship.device.virtual import _core
-from tinyship.device.virtual.board import Firmware, VirtualBoard
+from tinyship.device.virtual.board import VirtualBoard
+from tinyship.device.virtual.fwimage import Firmware
 
 CMD_HELLO = 0x02
 CMD_SLOT_INFO, CMD_BEGIN, CMD_WRITE, CMD_END = 0x10, 0x11, 0x12, 0x13

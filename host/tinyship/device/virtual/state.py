@@ -8,12 +8,18 @@
                 "b": null},
       "active": "a",
       "boot_count": 7,
-      "storage": {"1": "07000000"}
+      "storage": {"1": "07000000"},
+      "app": {"status": "valid", "firmware_version": "0.1.0", "model_version": "v0002",
+              "image_sha256": "...", "bytes": 31337}
     }
 
 `storage` holds the core's key/value storage (key -> hex bytes); key 1 is the boot
 counter, mirrored as `boot_count` for people. Two slots are there for A/B updates: today
-the board always writes the model it serves into the active slot.
+the board always writes the model it serves into the active slot (the firmware it booted).
+`app` is what the board's ROM last found in its application region (`bootloader`): null
+until a full image upload first touched it, then "uploading" (written before the
+bootloader's first erase or program), "valid" (with the image booted) or "invalid" (with
+the reason the board stays in its bootloader).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ SCHEMA = 1
 
 def empty_state() -> dict[str, Any]:
     return {"schema": SCHEMA, "slots": {"a": None, "b": None}, "active": "a",
-            "boot_count": 0, "storage": {}}
+            "boot_count": 0, "storage": {}, "app": None}
 
 
 class BoardState:
@@ -80,6 +86,20 @@ class BoardState:
             active = str(self._data.get("active", "a"))
             if self._data["slots"].get(active) != slot:
                 self._data["slots"][active] = slot
+                self._save()
+
+    @property
+    def app(self) -> dict[str, Any] | None:
+        """The application region's last record (see the module docstring)."""
+        with self._lock:
+            record = self._data.get("app")
+            return dict(record) if isinstance(record, dict) else None
+
+    def record_app(self, record: dict[str, Any]) -> None:
+        """Replace the application region's record (written only when it changes)."""
+        with self._lock:
+            if self._data.get("app") != record:
+                self._data["app"] = dict(record)
                 self._save()
 
     def device_id(self) -> bytes:
