@@ -1,5 +1,5 @@
 """`tinyship device`: technician commands over serial (version, statistics, link check, model
-slots: `slots`, `load-model`, `confirm`, `revert`).
+slots: `slots`, `load-model`, `confirm`, `revert`), and `serve`: a port over RFC 2217.
 
 No TensorFlow, so they start fast; `info` compares with the registry when one is reachable
 (JSON manifests only) and works offline without one. The slot commands are thin:
@@ -42,7 +42,8 @@ def _open(url: str, baud: int) -> Any:
 
 @click.group()
 def device() -> None:
-    """Talk to a board: version and model, statistics, link check, model slots."""
+    """Talk to a board: version and model, statistics, link check, model slots; serve its
+    port over RFC 2217."""
 
 
 @device.command("info")
@@ -442,3 +443,49 @@ def reboot_cmd(url: str, baud: int, as_json: bool) -> None:
     run = boot.running
     click.echo(f"rebooted in {boot.elapsed_s:.2f} s; the board runs {run.source_name} "
                f"({run.mode_name}): {boot.info.model_version}")
+
+
+# --- serving a port over the network ------------------------------------------------------
+
+
+def _listen_address(_ctx: click.Context, _param: click.Parameter, text: str
+                    ) -> tuple[str, int]:
+    """`--listen HOST:PORT` (an IPv6 host in brackets) -> (host, port), checked by click."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"'{text}': expected HOST:PORT (127.0.0.1:2217, "
+                                 "0.0.0.0:2217, [::1]:2217; port 0: any free one)")
+    return host, int(port)
+
+
+@device.command("serve")
+@click.option("--port", "serial_url", required=True, metavar="SERIAL_URL",
+              help="Serial port or pyserial URL to serve (/dev/ttyACM0, COM5, "
+              "socket://host:port).")
+@click.option("--listen", default="127.0.0.1:2217", show_default=True, metavar="HOST:PORT",
+              callback=_listen_address,
+              help="Address to serve on; 0.0.0.0:2217 for other machines (RFC 2217 has no "
+              "authentication: a trusted rig network only). Port 0: any free one.")
+@baud_option
+def serve_cmd(serial_url: str, listen: tuple[str, int], baud: int) -> None:
+    """Serve a serial port over RFC 2217 for a rig host without ser2net: other machines
+    reach the board as rfc2217://HOST:PORT (`tinyship flash --device`, fleet files). Prints
+    that URL first on stdout, then a line per client on stderr; Ctrl-C stops. The port is
+    opened for each client and closed when it leaves, so a reconnect after a board reset
+    reopens it, as a local port would."""
+    from tinyship.device.rfc2217_bridge import Rfc2217Bridge
+
+    host, port = listen
+    bridge = Rfc2217Bridge(serial_url, host, port, baud=baud,
+                           on_event=lambda text: click.echo(text, err=True))
+    url = bridge.start()
+    click.echo(url)  # click.echo flushes: a script reading the first line gets it now
+    click.echo(f"serving {serial_url} on {url}; Ctrl-C stops", err=True)
+    try:
+        bridge.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bridge.stop()
+    click.echo("stopped", err=True)

@@ -112,6 +112,15 @@ def find_port(identity: PortIdentity, *, lister: Callable[[], Iterable[Any]] = _
     return None
 
 
+def _is_plain_socket(port: Any) -> bool:
+    """A `socket://` port (pyserial's `protocol_socket`), whose socket tinyship may use."""
+    return type(port).__module__.endswith(".protocol_socket")
+
+
+def _is_rfc2217(port: Any) -> bool:
+    return type(port).__module__ == "serial.rfc2217"
+
+
 def _default_factory(url: str, **kwargs: Any) -> Any:
     import serial
 
@@ -162,7 +171,8 @@ class Transport:
             if self.baud > 0:
                 port.baudrate = self.baud
             port.timeout = READ_POLL_S
-            port.write_timeout = WRITE_TIMEOUT_S
+            if not _is_rfc2217(port):  # pyserial's RFC 2217 client refuses write_timeout
+                port.write_timeout = WRITE_TIMEOUT_S
             if self.dtr is not None:
                 port.dtr = self.dtr
             if self.rts is not None:
@@ -187,8 +197,8 @@ class Transport:
         if port is not None:
             # closing a dead port must not mask the error that brought us here
             with contextlib.suppress(Exception):
-                plain_socket = type(port).__module__.endswith(".protocol_socket")
-                sock = getattr(port, "_socket", None) if quick and plain_socket else None
+                sock = getattr(port, "_socket", None) if quick and _is_plain_socket(port) \
+                    else None
                 if sock is not None:
                     sock.close()
                     port._socket = None
@@ -252,7 +262,8 @@ class Transport:
         import serial
 
         port = self._require()
-        sock = getattr(port, "_socket", None)
+        # only a plain socket:// port: an rfc2217:// port's socket belongs to its reader thread
+        sock = getattr(port, "_socket", None) if _is_plain_socket(port) else None
         try:
             if sock is not None:
                 # socket:// reports in_waiting as 0/1, so read(in_waiting) would cost a
