@@ -24,6 +24,8 @@ class ExitCode(IntEnum):
     VALIDATION = 9
     BUILD = 10
     POLICY = 11
+    ROLLED_BACK = 12
+    ROLLBACK_FAILED = 13
 
 
 class TinyshipError(Exception):
@@ -116,3 +118,19 @@ class PolicyError(TinyshipError):
     unsigned or badly signed version when a public key is configured, say)."""
 
     exit_code = ExitCode.POLICY
+
+
+class RolledBack(TinyshipError):
+    """A flash failed (the step and reason in the message) and tinyship put the board back
+    on the model it ran before, verified: the board is safe, the new version is not on it."""
+
+    exit_code = ExitCode.ROLLED_BACK
+
+
+class RollbackFailed(TinyshipError):
+    """A flash or rollback failed and the board could not be verified on a known-good model
+    afterwards; the message names what the board runs now (or that it does not answer)."""
+
+    exit_code = ExitCode.ROLLBACK_FAILED
+    hint = ("the board needs attention: `tinyship device info --device URL` shows what it "
+            "runs; `tinyship rollback --device URL` tries again")

@@ -46,6 +46,9 @@ COMMANDS: dict[str, str] = {
     "device": "tinyship.cli.device_cmd:device",
     "hil": "tinyship.cli.hil_cmd:hil",
     "deployments": "tinyship.cli.deploy_cmd:deployments",
+    "flash": "tinyship.cli.flash_cmd:flash",
+    "rollback": "tinyship.cli.flash_cmd:rollback",
+    "fleet": "tinyship.cli.fleet_cmd:fleet",
 }
 
 

@@ -90,3 +90,11 @@ def model_option(f: F) -> F:
         "--model", "model", default=None, metavar="VERSION",
         help="Registry version or alias [default: production, else latest].",
     )(f)
+
+
+def log_option(f: F) -> F:
+    """`--log PATH`: the deployment log (flash, rollback, fleet, deployments)."""
+    return click.option(
+        "--log", "log_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+        help="Deployment log [default: the config's deploy.log, else deployments.sqlite in "
+        "the registry].")(f)

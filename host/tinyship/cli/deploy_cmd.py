@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from tinyship.cli._common import echo_json, json_option, project_context, registry_options
+from tinyship.cli._common import (
+    echo_json,
+    json_option,
+    log_option,
+    project_context,
+    registry_options,
+)
 
 
 @click.command("deployments")
@@ -14,10 +20,7 @@ from tinyship.cli._common import echo_json, json_option, project_context, regist
               help="Only attempts on this device id.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Only the N newest attempts.")
-@click.option("--log", "log_path", type=click.Path(path_type=Path, dir_okay=False),
-              default=None,
-              help="Deployment log file [default: the config's deploy.log, else "
-              "deployments.sqlite in the registry].")
+@log_option
 @registry_options
 @json_option
 def deployments(device_id: str | None, limit: int | None, log_path: Path | None,

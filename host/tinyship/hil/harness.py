@@ -161,7 +161,8 @@ def _validate(client: DeviceClient, manifest: dict[str, Any], ts: TestSet,
     info = client.hello()
     report = Report(device=info.to_dict(), expected=expected)
     checks = report.checks
-    c0 = client.counters.retries, client.counters.errors
+    k0 = client.counters  # deltas from here: a shared client has counted earlier work
+    c0 = k0.retries, k0.errors, k0.reconnects, k0.resets_seen
 
     # Version 2 only added the slot commands: a version-1 board validates the same way.
     v = info.protocol_version
@@ -332,13 +333,14 @@ def error_handling_check(client: DeviceClient) -> Check:
                  f"corrupted frame answered with {got}; PING afterwards answered")
 
 
-def _finish(report: Report, client: DeviceClient, c0: tuple[int, int], t_start: float,
+def _finish(report: Report, client: DeviceClient, c0: tuple[int, int, int, int], t_start: float,
             first_info: P.DeviceInfo | None = None) -> None:
     """Counters, and a second HELLO: the board must not have rebooted or changed model."""
     if first_info is not None:
         again = client.hello()
         k = client.counters
-        rebooted = k.resets_seen > 0 or (
+        resets, reconnects = k.resets_seen - c0[3], k.reconnects - c0[2]
+        rebooted = resets > 0 or (
             again.boot_count is not None and first_info.boot_count is not None
             and again.boot_count != first_info.boot_count) or (
             again.uptime_us is not None and first_info.uptime_us is not None
@@ -347,10 +349,10 @@ def _finish(report: Report, client: DeviceClient, c0: tuple[int, int], t_start: 
                                                              first_info.model_sha256)
         why = []
         if rebooted:
-            why.append(f"board rebooted during validation ({k.resets_seen} boot banner(s) "
+            why.append(f"board rebooted during validation ({resets} boot banner(s) "
                        f"mid-run, boot count {first_info.boot_count} -> {again.boot_count})")
-        if k.reconnects:
-            why.append(f"the port was reopened {k.reconnects} time(s) because the board "
+        if reconnects:
+            why.append(f"the port was reopened {reconnects} time(s) because the board "
                        "stopped answering (reopening resets it)")
         if not same:
             why.append(f"model changed to {again.model_version} {again.model_sha256}")
