@@ -127,3 +127,16 @@ def test_missing_holder_file_and_lock_dir_defaults(tmp_path: Path) -> None:
     with DeviceLock(default_lock_dir(log), device_id="dev/with:odd chars") as again:
         assert again.held
     assert not again.held
+
+
+def test_port_names_of_one_port_share_a_lock(tmp_path: Path) -> None:
+    from tinyship.deploy.lock import port_key
+
+    tty = tmp_path / "ttyACM0"
+    tty.write_text("")
+    link = tmp_path / "by-id-usb-Arduino"
+    link.symlink_to(tty)
+    assert port_key(str(link)) == port_key(str(tty))
+    assert port_key("SOCKET://Rig-7:2217") == port_key("socket://rig-7:2217")
+    with DeviceLock(tmp_path / "locks", port=str(tty)), pytest.raises(DeviceBusy):
+        DeviceLock(tmp_path / "locks", port=str(link)).acquire()

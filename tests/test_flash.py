@@ -385,6 +385,38 @@ def test_cli_human_output_of_flash_rollback_and_deployments(
                                  "--registry", reg)
         assert code == ExitCode.ROLLED_BACK
         assert "rolled_back" in out and "board now: v0001" in out
-        assert "verify failed" in err and "Traceback" not in err
+        assert "flash failed at verify" in err and "Traceback" not in err
     code, out, _ = run_cli(capsys, "deployments", "--registry", reg)
     assert code == 0 and out.count("rolled_back") == 1 and "rollback" in out
+
+
+def test_second_rollback_never_goes_forward_again(versions_registry: Path,
+                                                  tmp_path: Path) -> None:
+    ctx = context(versions_registry)
+    with board(versions_registry, tmp_path / "s") as vb:
+        assert flash(vb, ctx, "v0003").result == "ok"
+        o = rollback_device(RollbackRequest(vb.url, smoke_vectors=SMOKE), ctx)
+        assert (o.result, o.to_version) == ("ok", "v0001")
+        # v0003 was rolled away from: a second rollback has nowhere older to go
+        o = rollback_device(RollbackRequest(vb.url, smoke_vectors=SMOKE), ctx)
+        assert o.result == "refused" and "no previous known-good version" in (o.message or "")
+        assert reads(vb)[:2] == ("v0001", "factory (confirmed)")
+
+
+def test_a_board_running_the_version_unhealthy_gets_it_again(versions_registry: Path,
+                                                             tmp_path: Path) -> None:
+    ctx = context(versions_registry)
+    with board(versions_registry, tmp_path / "s", faults=Faults(bad_model_crc=True)) as vb:
+        o = flash(vb, ctx, "v0001")  # "already runs" would hide a corrupt factory model
+        assert (o.result, o.path) == ("ok", "slot"), o.message
+        assert reads(vb) == ("v0001", "slot A (confirmed)", "pass")
+
+
+def test_rollback_whose_own_install_fails_exits_12_on_the_old_model(
+        versions_registry: Path, tmp_path: Path) -> None:
+    ctx = context(versions_registry)
+    with board(versions_registry, tmp_path / "s") as vb:
+        assert flash(vb, ctx, "v0003").result == "ok"
+        o = rollback_device(RollbackRequest(vb.url, to="v0004", smoke_vectors=SMOKE), ctx)
+        assert (o.result, o.exit_code) == ("rolled_back", ExitCode.ROLLED_BACK), o.message
+        assert reads(vb)[:2] == ("v0003", "slot A (confirmed)")

@@ -11,6 +11,8 @@ both end rolled back with the board verified on its old model.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -162,3 +164,34 @@ def test_image_path_without_a_stored_image_is_refused(versions_registry: Path,
         assert "tinyship build --env esp32s3 --model v0003" in str(o.error.hint if o.error
                                                                     else "")
         assert reads(vb)[0] == "v0001"
+
+
+def test_a_stored_image_must_be_covered_by_the_signature(
+        esp_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinyship.registry import Registry
+
+    fake = FakeTool(tmp_path, monkeypatch)
+    key = tmp_path / "keys" / "release.key"
+    _, pub, _ = generate_keypair(tmp_path / "keys")
+    ctx = context(esp_images, public_key=pub)
+    reg = Registry(esp_images)
+    sign_version(reg, "v0001", key)
+    # v0003 signed before its image was stored: the image is not covered
+    image = esp_images / "builds" / "v0003"
+    hidden = tmp_path / "later"
+    image.rename(hidden)
+    sign_version(reg, "v0003", key)
+    hidden.rename(image)
+    with board(esp_images, tmp_path / "s") as vb:
+        _refused(flash(vb, ctx, "v0003", env="esp32s3", path="image"),
+                 "no signature over its stored esp32s3 image")
+        sign_version(reg, "v0003", key)  # now it is
+        # a swapped image whose build.json was rewritten to match is caught
+        fw = image / "esp32s3" / "firmware.bin"
+        fw.write_bytes(b"EVIL FIRMWARE")
+        info = json.loads((image / "esp32s3" / "build.json").read_text())
+        info["artifacts"]["firmware.bin"] = hashlib.sha256(b"EVIL FIRMWARE").hexdigest()
+        (image / "esp32s3" / "build.json").write_text(json.dumps(info))
+        _refused(flash(vb, ctx, "v0003", env="esp32s3", path="image"),
+                 "stored image of esp32s3 differs from the signed one")
+    assert fake.calls() == []  # the uploader never ran

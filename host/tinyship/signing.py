@@ -14,10 +14,13 @@ message (`signed_message`) is the canonical JSON (sorted keys, no spaces, ASCII)
      "manifest_sha256": SHA-256 of manifest.json's bytes as stored,
      "artifacts": {path: SHA-256, ...}  (the manifest's map)}
 
-so a changed byte of the manifest, a changed artifact hash, or a signature moved to another
-version fails it; the artifacts themselves are checked against those hashes by the registry
-(`Registry.verify`). Ed25519 is deterministic: signing again with the same key gives the same
-file but for `signed_at`.
+plus, when the version has stored full images at signing time, `"builds": {env: SHA-256 of
+builds/<version>/<env>/build.json}` (build.json lists each image file's SHA-256, so the
+images are covered; an image built after signing is refused until the version is signed
+again). So a changed byte of the manifest, a changed artifact hash or image, or a
+signature moved to another version fails it; the artifacts themselves are checked against
+those hashes by the registry (`Registry.verify`). Ed25519 is deterministic: signing again
+with the same key gives the same file but for `signed_at`.
 
 cryptography is imported only when a key is used, so importing this module stays cheap.
 """
@@ -30,6 +33,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,8 +210,10 @@ def public_key_from_config(config_path: Path | None = None) -> Path | None:
 
 
 # --- signing -----------------------------------------------------------------------------
-def signed_message(registry: Registry, ref: str) -> bytes:
-    """The bytes a signature of version `ref` covers (see the module docstring)."""
+def signed_message(registry: Registry, ref: str, builds: Sequence[str] = ()) -> bytes:
+    """The bytes a signature of version `ref` covers (see the module docstring), with
+    the SHA-256 of the `build.json` of each stored full image in `builds` (env names):
+    `build.json` lists its files' SHA-256s, so the images are covered too."""
     version = registry.resolve(ref)
     manifest_path = registry.root / version / MANIFEST
     artifacts = registry.artifacts(version)  # RegistryError if the manifest is unusable
@@ -216,9 +222,28 @@ def signed_message(registry: Registry, ref: str) -> bytes:
     except OSError as e:
         raise RegistryError(f"{manifest_path}: unreadable: {e.strerror or e}",
                             hint=DAMAGED_HINT) from None
-    doc = {"format": FORMAT, "version": version, "manifest_sha256": manifest_sha,
-           "artifacts": dict(sorted(artifacts.items()))}
+    doc: dict[str, Any] = {"format": FORMAT, "version": version,
+                           "manifest_sha256": manifest_sha,
+                           "artifacts": dict(sorted(artifacts.items()))}
+    if builds:
+        doc["builds"] = {env: _build_sha256(registry, version, env) for env in sorted(builds)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def stored_builds(registry: Registry, version: str) -> list[str]:
+    """Envs with a stored full image of `version` (`builds/<version>/<env>/build.json`)."""
+    folder = registry.root / "builds" / version
+    return sorted(p.parent.name for p in folder.glob("*/build.json")) if folder.is_dir() \
+        else []
+
+
+def _build_sha256(registry: Registry, version: str, env: str) -> str:
+    path = registry.root / "builds" / version / env / "build.json"
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise RegistryError(f"{path}: unreadable: {e.strerror or e}",
+                            hint=DAMAGED_HINT) from None
 
 
 def _manifest_sha256(message: bytes) -> str:
@@ -230,7 +255,7 @@ def sign_version(registry: Registry, ref: str, private_key_path: Path) -> Signat
     `SIGNATURE` in its folder atomically. A damaged version is refused (RegistryError)."""
     key = load_private_key(private_key_path)
     version = registry._intact(ref)  # the registry's own SHA-256 check, before signing
-    message = signed_message(registry, version)
+    message = signed_message(registry, version, stored_builds(registry, version))
     kid = key_id(key.public_key())
     signed_at = datetime.now(UTC).isoformat(timespec="seconds")
     doc = {
@@ -239,6 +264,7 @@ def sign_version(registry: Registry, ref: str, private_key_path: Path) -> Signat
         "version": version,
         "key_id": kid,
         "manifest_sha256": _manifest_sha256(message),
+        "builds": json.loads(message).get("builds", {}),
         "signed_at": signed_at,
         "signature": base64.b64encode(key.sign(message)).decode("ascii"),
     }
@@ -251,11 +277,13 @@ def sign_version(registry: Registry, ref: str, private_key_path: Path) -> Signat
 
 
 def verify_version(
-    registry: Registry, ref: str, public_key: Ed25519PublicKey | Path
+    registry: Registry, ref: str, public_key: Ed25519PublicKey | Path, *,
+    build_env: str | None = None,
 ) -> Signature:
     """Check that version `ref` is signed by `public_key` and unchanged since; raises
     SignatureError (exit 11) naming the version and the reason, RegistryError for an
-    unknown version. The artifacts are re-hashed by `Registry.verify`."""
+    unknown version. The artifacts are re-hashed by `Registry.verify`. With `build_env`,
+    the stored full image for that env must be covered too (stored before signing)."""
     from cryptography.exceptions import InvalidSignature
 
     key = public_key if not isinstance(public_key, Path) else load_public_key(public_key)
@@ -297,8 +325,14 @@ def verify_version(
                      f"key is {expected}", kid=kid,
                      hint="sign it with the configured key, or configure the key it was "
                      "signed with (`deploy.public_key`)")
+    builds = doc.get("builds") or {}
+    if build_env is not None and build_env not in builds:
+        raise refuse("unsigned", f"has no signature over its stored {build_env} image (it "
+                     "was built after the version was signed)", kid=kid,
+                     hint=f"sign it again after the build: `tinyship registry sign {version} "
+                     "--key PATH`")
     try:
-        message = signed_message(registry, version)
+        message = signed_message(registry, version, list(builds))
     except RegistryError as e:  # a version is signed only when intact: damage came later
         raise refuse("changed", f"was changed after signing: {e}", kid=kid,
                      hint=DAMAGED_HINT) from None
@@ -311,6 +345,13 @@ def verify_version(
         if doc.get("manifest_sha256") != _manifest_sha256(message):
             raise refuse("changed", f"was changed after signing: {MANIFEST} differs from "
                          "the signed one", kid=kid, hint=DAMAGED_HINT) from None
+        now = json.loads(message).get("builds", {})
+        changed = sorted(e for e in builds if builds.get(e) != now.get(e))
+        if changed:
+            raise refuse("changed", "was changed after signing: the stored image of "
+                         f"{', '.join(changed)} differs from the signed one (build.json)",
+                         kid=kid, hint="rebuild from the signed version, or sign again "
+                         "after checking the build") from None
         raise refuse("corrupt", f"has a signature that does not verify with key {expected} "
                      "(corrupt or forged)", kid=kid) from None
     problems = registry.verify(version)

@@ -15,9 +15,12 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tinyship.errors import TinyshipError
+
+if TYPE_CHECKING:
+    from tinyship.config import Config
 
 PathChoice = Literal["auto", "slot", "image"]
 #: progress(step, done, total): a step name and, for transfers, bytes done of total.
@@ -126,19 +129,31 @@ class DeployContext:
         """The project's registry, deployment log (`--log`, else `deploy.log`, else beside
         the registry), lock folder beside the log, release key and latency budget."""
         from tinyship.config import project_config, project_context
-        from tinyship.deploy.lock import default_lock_dir
-        from tinyship.deploy.log import default_log_path
         from tinyship.signing import public_key_from_config
 
         reg, board = project_context(config_path, registry_dir)
         cfg = project_config(config_path)
         if log_path is None and cfg is not None:
             log_path = cfg.deploy_log_path
-        log_path = log_path or default_log_path(reg.root)
-        return cls(registry_root=reg.root, log_path=log_path,
-                   lock_dir=default_lock_dir(log_path),
-                   public_key=public_key_from_config(config_path),
-                   latency_budget_us=board.latency_budget_us)
+        return cls._make(reg.root, log_path, public_key_from_config(config_path),
+                         board.latency_budget_us)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> DeployContext:
+        """The same for a loaded config (the retrain job)."""
+        return cls._make(cfg.registry_path, cfg.deploy_log_path, cfg.public_key_path,
+                         cfg.board.latency_budget_us)
+
+    @classmethod
+    def _make(cls, registry_root: Path, log_path: Path | None, public_key: Path | None,
+              latency_budget_us: int) -> DeployContext:
+        from tinyship.deploy.lock import default_lock_dir
+        from tinyship.deploy.log import default_log_path
+
+        log_path = log_path or default_log_path(registry_root)
+        return cls(registry_root=registry_root, log_path=log_path,
+                   lock_dir=default_lock_dir(log_path), public_key=public_key,
+                   latency_budget_us=latency_budget_us)
 
 
 #: The PlatformIO env of a board reported as `virtual-<board>`: the virtual board's own
@@ -228,6 +243,7 @@ class _Deploy:
         self.client: Any = None    # DeviceClient
         self.info: Any = None      # the last P.DeviceInfo read
         self.attempt: int | None = None
+        self._finished = False
         self._lock: Any = None
 
     # --- flash ----------------------------------------------------------------------------
@@ -254,9 +270,9 @@ class _Deploy:
                 f"{version} is older than the {info.model_version} the board runs: a "
                 "downgrade goes through `tinyship rollback` (or --allow-downgrade)"))
         sha = self._sha(version)
-        if self._runs(info, version, sha) and not _trial(info):
-            return self._already(version)
-        if self._runs(info, version, sha):
+        if self._runs(info, version, sha) and not _board_unhealthy(info):
+            if not _trial(info):
+                return self._already(version)
             return self._resume_trial(version, sha, before, rollback=req.rollback)
         try:
             target = self._choose(version, req.path, req.env or before.env)
@@ -297,13 +313,18 @@ class _Deploy:
             want = self.reg.resolve(req.to) if req.to is not None else None
         except TinyshipError as e:
             return self._refused("policy", e)
-        # Instant: revoke the running slot when what the board falls back to is wanted.
+        # Instant: revoke the running slot when what the board falls back to is wanted (a
+        # registry version with its SHA-256, or the factory model) and was not rolled
+        # away from before.
+        left = self._rolled_away_from()
         revert_to = self._revert_gives(info)
-        if revert_to is not None and (want is None or revert_to[0] == want):
+        if revert_to is not None and (want is None or revert_to[0] == want) and (
+                revert_to[0] is None or (revert_to[0] not in left
+                                         and self._registry_match(*revert_to))):
             self.out.to_version = revert_to[0]
             return self._revert_rollback(before, revert_to)
         if want is None:
-            want = self._previous_good(info)
+            want = self._previous_good(info, left)
             if want is None:
                 return self._refused("policy", PolicyError(
                     f"no previous known-good version for device {self.out.device_id}: the "
@@ -314,7 +335,8 @@ class _Deploy:
             self._release_policy(want)
         except TinyshipError as e:
             return self._refused("policy", e)
-        if self._runs(info, want, self._sha(want)) and not _trial(info):
+        if self._runs(info, want, self._sha(want)) and not _trial(info) and \
+                not _board_unhealthy(info):
             return self._already(want)
         try:
             target = self._choose(want, "auto", req.env or before.env)
@@ -337,19 +359,41 @@ class _Deploy:
             return other.model_version, other.model_sha256
         return (None, None)
 
-    def _previous_good(self, info: Any) -> str | None:
+    def _rolled_away_from(self) -> set[str]:
+        """Versions a successful rollback on this board moved away from: never a target."""
+        return {str(a.from_model) for a in self.log.list_attempts(device_id=self.out.device_id)
+                if a.command == "rollback" and a.result == "ok" and a.from_model}
+
+    def _previous_good(self, info: Any, left: set[str]) -> str | None:
         """The version the newest successful flash of the running model replaced, else the
-        newest other version flashed successfully to this board (deployment log)."""
-        attempts = self.log.list_attempts(device_id=self.out.device_id)
-        oks = [a for a in attempts if a.result == "ok" and a.to_model]
-        for a in oks:
-            if a.to_model == info.model_version and a.from_model and \
-                    a.from_model != info.model_version and self._known(a.from_model):
+        newest older version a successful flash left on this board (deployment log); never
+        one a rollback moved away from, never a newer one than the board runs."""
+        from tinyship.device.report import version_number
+
+        current = info.model_version
+        have = version_number(current)
+        flashes = [a for a in self.log.list_attempts(device_id=self.out.device_id)
+                   if a.command == "flash" and a.result == "ok"]
+
+        def fit(v: str | None) -> bool:
+            n = version_number(v)
+            return (v is not None and v != current and v not in left and self._known(v)
+                    and (have is None or (n is not None and n < have)))
+
+        for a in flashes:
+            if a.to_model == current and fit(a.from_model):
                 return str(a.from_model)
-        for a in oks:
-            if a.to_model != info.model_version and self._known(a.to_model):
-                return str(a.to_model)
+        for a in flashes:
+            if fit(a.from_model):
+                return str(a.from_model)
         return None
+
+    def _registry_match(self, version: str | None, sha: str | None) -> bool:
+        """`version` is in the registry with this model SHA-256."""
+        try:
+            return self._known(version) and self._sha(str(version)) == (sha or "").lower()
+        except (TinyshipError, KeyError, TypeError):
+            return False
 
     def _known(self, version: str | None) -> bool:
         return version is not None and version in self.reg.versions()
@@ -367,6 +411,8 @@ class _Deploy:
             with self._step("verify"):
                 info = self._verify(gives[0], gives[1], factory=gives[0] is None)
                 self.out.to_version = info.model_version
+                if not self._registry_match(info.model_version, info.model_sha256):
+                    self.out.details["unknown_to_registry"] = True
             if self._known(info.model_version):
                 with self._step("smoke"):
                     self._smoke(info.model_version)
@@ -401,7 +447,12 @@ class _Deploy:
             except DeviceBusy as e:
                 return self._refused("lock", e)
             self._reconcile()
-            return body()
+            try:
+                return body()
+            except TinyshipError as e:  # reading the board outside any step
+                if self._finished:
+                    raise
+                return self._finish("failed", e, "read board", board=self._board_now())
         finally:
             if self.client is not None:
                 self.client.close()
@@ -458,27 +509,26 @@ class _Deploy:
     def _choose(self, version: str, path: PathChoice, env: str | None) -> _Target:
         """The cheapest safe path: a model slot when the board's firmware can run the
         model, else the stored full image (refused here, before anything is sent)."""
-        from tinyship.device.slots import (
-            IncompatibleModel,
-            SlotClient,
-            SlotError,
-            image_from_registry,
-        )
+        from tinyship.device import protocol as P
+        from tinyship.device.slots import SlotClient, SlotError, image_from_registry
+        from tinyship.errors import ModelError, PolicyError
 
         sha = self._sha(version)
         if path in ("auto", "slot") and self.info.has_slots:
             sc = SlotClient(self.client)
             slots = sc.slot_info()
-            image = image_from_registry(self.reg, version, slots.next_sequence)
             try:
+                image = image_from_registry(self.reg, version, slots.next_sequence)
                 sc.check_image(image, slots)
                 return _Target(version, sha, "slot", env, slot_image=image, slots=slots,
                                firmware_version=self.info.firmware_version)
-            except IncompatibleModel as e:
+            except ModelError as e:  # IncompatibleModel, or no slot image possible
                 if path == "slot":
                     raise
                 self.out.details["slot_refused"] = str(e)
-            except SlotError:
+            except SlotError as e:
+                if e.status == P.Status.SLOT_STATE:  # a trial runs: a person decides first
+                    raise PolicyError(str(e), hint=e.hint) from None
                 raise
         elif path == "slot":
             raise SlotError(f"{self.url} has no model slots (protocol "
@@ -500,6 +550,10 @@ class _Deploy:
                            firmware_version=__version__)
         from tinyship.deploy.image import plan_upload, stored_image
 
+        if self.ctx.public_key is not None:  # the stored image must be signed too
+            from tinyship.signing import verify_version
+
+            verify_version(self.reg, version, self.ctx.public_key, build_env=env)
         stored = stored_image(self.reg, version, env)
         plan = plan_upload(env, stored, self.client.transport.url,
                            tool_paths=self.ctx.tool_paths)
@@ -685,13 +739,11 @@ class _Deploy:
                                 rollback_performed=True)
         board = self._board_now()
         self.out.rollback = did
-        if self.command == "rollback":
-            return self._finish("rollback_failed", self._rollback_failed(f, board), f.step,
-                                board=board, rollback_performed=True)
         from tinyship.errors import RolledBack
 
-        err = RolledBack(f"{f.step} failed: {f.error}; rolled back ({did}): the board runs "
-                         f"{board.model_version or before.version} again, verified")
+        what = "rollback" if self.command == "rollback" else "flash"
+        err = RolledBack(f"{what} failed at {f.step}: {f.error}; undone ({did}): the board "
+                         f"runs {board.model_version or before.version} again, verified")
         return self._finish("rolled_back", err, f.step, board=board, rollback_performed=True)
 
     def _rollback_failed(self, f: StepFailed, board: BoardNow, *, why: str | None = None
@@ -822,6 +874,7 @@ class _Deploy:
                 rollback_performed: bool = False) -> FlashOutcome:
         from tinyship.deploy.log import BoardReport
 
+        self._finished = True
         o = self.out
         o.result = result
         o.error = error

@@ -24,7 +24,6 @@ that was put back, then the refusals before anything was sent.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import tomllib
 import traceback
@@ -39,6 +38,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tinyship.deploy.flash import DeployContext, FlashOutcome, FlashRequest, flash_device
+from tinyship.deploy.lock import port_key
 from tinyship.deploy.log import RESULTS
 from tinyship.device.transport import DEFAULT_BAUD
 from tinyship.errors import ConfigError, ExitCode, TinyshipError
@@ -136,15 +136,6 @@ def check_device_url(url: str) -> str:
     return url
 
 
-def _device_key(url: str) -> str:
-    """What makes two entries the same board: a local port by its real path (a
-    /dev/serial/by-id link and /dev/ttyACM0 are one port), a URL up to scheme/host case."""
-    if "://" not in url:
-        return os.path.realpath(url) if url.startswith("/") else url.upper()
-    parts = urlsplit(url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path}?{parts.query}"
-
-
 def _entry_name(index: int, raw: Any) -> str:
     device = raw.get("device") if isinstance(raw, dict) else None
     return f"[[board]] #{index + 1}" + (f" ({device})" if isinstance(device, str) else "")
@@ -179,7 +170,7 @@ def _refuse_duplicates(path: Path, raw_boards: list[Any], boards: list[FleetBoar
     seen_devices: dict[str, int] = {}
     seen_labels: dict[str, int] = {}
     for i, b in enumerate(boards):
-        for seen, key, what in ((seen_devices, _device_key(b.device), f"device {b.device}"),
+        for seen, key, what in ((seen_devices, port_key(b.device), f"device {b.device}"),
                                 (seen_labels, b.label, f"label '{b.label}'")):
             if key is None:
                 continue

@@ -47,6 +47,18 @@ def default_lock_dir(log_path: Path) -> Path:
     return Path(log_path).parent / LOCK_DIR_NAME
 
 
+def port_key(url: str) -> str:
+    """What makes two port names one port: a local port by its real path (a
+    /dev/serial/by-id link and /dev/ttyACM0 are one port; COM ports case-insensitive), a
+    URL up to the case of its scheme and host."""
+    if "://" not in url:
+        return os.path.realpath(url) if url.startswith("/") else url.upper()
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path}?{parts.query}"
+
+
 def _key(kind: str, value: str) -> str:
     """A file name for a port or device id: readable, and unique thanks to a short hash."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("._")[:48] or "_"
@@ -158,7 +170,7 @@ class DeviceLock:
         """Take the port's lock, then the device's; on refusal nothing stays held."""
         try:
             if self.port is not None:
-                self._take("port", self.port)
+                self._take("port", port_key(self.port))
             if self.device_id is not None:
                 self._take("device", self.device_id)
         except BaseException:
