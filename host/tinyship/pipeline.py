@@ -1,5 +1,9 @@
 """The model half of tinyship, end to end: data checks -> train -> int8 -> C array -> gates
 -> registry. Nothing reaches the registry unless every check and gate passes.
+
+One stage function per step (`prepare_data`, `train_stage`, `convert_stage`, `gate_stage`,
+`register_stage`); `run_pipeline` (`tinyship train`) and the retrain job
+(`tinyship.retrain`) both call them, so a challenger is made exactly as any version is.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 from tinyship import __version__
 from tinyship.config import Config
+from tinyship.data.profile import PROFILE_FILE as DRIFT_PROFILE
 from tinyship.errors import DataError, GateError
 
 if TYPE_CHECKING:
@@ -145,11 +150,15 @@ def code_fingerprint() -> str:
 
 
 def training_key(cfg: Config, data_sha256: str) -> str:
-    """Identity of a training run: config (minus the registry location), data bytes, code."""
+    """Identity of a training run: config (minus the registry location and the deploy and
+    retrain sections), data bytes, code."""
     import hashlib
     import json
 
-    conf = cfg.model_dump(mode="json", exclude={"base_dir": True, "project": {"registry"}})
+    # Where it deploys and when it retrains do not change what training makes.
+    conf = cfg.model_dump(mode="json", exclude={
+        "base_dir": True, "deploy": True, "retrain": True,
+        "project": {"registry", "mlflow_tracking_uri", "mlflow_experiment"}})
     blob = json.dumps({"config": conf, "data": data_sha256, "code": code_fingerprint()},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -227,34 +236,73 @@ def _duplicate_result(
     )
 
 
-def run_pipeline(
-    cfg: Config,
-    *,
-    data_path: Path | None = None,
-    progress: Progress | None = None,
-    force: bool = False,
-) -> PipelineResult:
-    """Run the whole model half; returns the registered version, or raises DataError /
-    GateError (with the full result attached) with the registry left unchanged.
+@dataclass
+class Prepared:
+    """The checked data, its split and standardization: what training and the retrain job's
+    comparison both use."""
 
-    Training again on the same config, data and code registers nothing unless `force`:
-    the result then names the existing version (`duplicate_of`).
-    """
-    from tinyship.convert import arith, carray, golden, quantize, runtimes, tflite_info
+    path: Path
+    task: str
+    features: list[str]
+    dropped: list[str]
+    data_info: dict[str, Any]
+    key: str
+    x_all: np.ndarray          # raw features, every row
+    y_all: np.ndarray
+    classes: list[str]
+    splits: Any                # tinyship.train.split.Splits
+    scaler: Any                # tinyship.train.split.Standardizer
+    xs: np.ndarray             # standardized features, every row
+    tail: tuple[np.ndarray, str]
+    metrics_baseline: dict[str, Any]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(standardized x, y) of the `train`, `val` or `test` split."""
+        idx = getattr(self.splits, name)
+        return self.xs[idx], self.y_all[idx]
+
+
+@dataclass
+class Trained:
+    result: Any                # tinyship.train.model.TrainResult
+    metrics_float: dict[str, Any]
+
+
+@dataclass
+class Converted:
+    """The int8 model and what it was measured to do on the test rows."""
+
+    float_tflite: bytes
+    int8_tflite: bytes
+    info: Any                  # tinyship.convert.tflite_info.ModelInfo
+    profile_problems: list[str]
+    output_record: dict[str, Any]
+    arena_min: int
+    arena: int
+    xq: np.ndarray             # the test rows, quantized
+    out_tflm: np.ndarray       # TFLM's int8 outputs on them
+    predictions: np.ndarray    # in target units (regression) or class scores
+    parity: dict[str, Any]
+    metrics_int8: dict[str, Any]
+    degradation: float
+
+
+def prepare_data(cfg: Config, path: Path, timer: _Timer | None = None, *,
+                 registry: Registry | None = None, force: bool = True
+                 ) -> Prepared | PipelineResult:
+    """Load and check the data, split and standardize it. With a `registry` and not
+    `force`, a run identical to a registered version returns that version's result."""
     from tinyship.data.checks import model_features, run_checks
     from tinyship.data.load import fingerprint, load_dataset
-    from tinyship.gates import GATE_HINTS, GateInputs, evaluate
-    from tinyship.registry import Registry
-    from tinyship.train import model as train_model
-    from tinyship.train.metrics import baseline_metrics, relative_degradation
+    from tinyship.train.metrics import baseline_metrics
     from tinyship.train.split import Standardizer, split_indices
 
-    timer = _Timer(progress)
-    path = Path(data_path) if data_path is not None else cfg.dataset_path
+    timer = timer or _Timer(None)
     task = cfg.data.task
-    registry = Registry(cfg.registry_path)
-    registry.check_writable()  # before minutes of training, not after
-
     with timer.stage("data", f"checking data {path}"):
         df = load_dataset(path, cfg.data)
         report = run_checks(df, cfg.data)
@@ -262,8 +310,9 @@ def run_pipeline(
         features, dropped = model_features(df, cfg.data)
         data_info = {"path": str(path), **fingerprint(path), "checks": len(report.results)}
         key = training_key(cfg, str(data_info["sha256"]))
-        existing = None if force else find_identical(registry, key)
+        existing = None if force or registry is None else find_identical(registry, key)
         if existing is not None:
+            assert registry is not None
             return _duplicate_result(registry, existing, data_info, timer.timings)
         x_all = df[features].to_numpy(dtype=np.float64)
         classes: list[str] = []
@@ -273,9 +322,7 @@ def run_pipeline(
             y_all = np.searchsorted(np.array(classes), labels).astype(np.int64)
         else:
             y_all = df[cfg.data.target].to_numpy(dtype=np.float64)
-        n_classes = len(classes)
 
-    rng = np.random.default_rng(cfg.training.seed)
     try:
         splits = split_indices(
             len(df),
@@ -293,20 +340,44 @@ def run_pipeline(
         ) from None
     scaler = Standardizer.fit(x_all[splits.train])
     xs = scaler.transform(x_all)
-    x_tr, x_va, x_te = xs[splits.train], xs[splits.val], xs[splits.test]
-    y_tr, y_va, y_te = y_all[splits.train], y_all[splits.val], y_all[splits.test]
+    y_tr, y_te = y_all[splits.train], y_all[splits.test]
     tail = long_tail_mask(y_te, y_tr, cfg) if task == "regression" else (
         np.zeros(len(y_te), bool), "")
-    metrics_baseline = baseline_metrics(task, y_tr, y_te, n_classes)
+    return Prepared(path, task, features, dropped, data_info, key, x_all, y_all, classes,
+                    splits, scaler, xs, tail, baseline_metrics(task, y_tr, y_te, len(classes)))
 
-    with timer.stage("train", f"training {cfg.model.type} on {len(x_tr)} rows"):
+
+def train_stage(cfg: Config, prep: Prepared, timer: _Timer | None = None, *,
+                warm_start: Any = None) -> Trained:
+    """Train on the train split (early stopping on val); `warm_start`: a Keras model whose
+    weights training continues from instead of a fresh initialization."""
+    from tinyship.train import model as train_model
+
+    timer = timer or _Timer(None)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (prep.part(n) for n in ("train", "val",
+                                                                         "test"))
+    how = "continuing the champion" if warm_start is not None else "training"
+    with timer.stage("train", f"{how} {cfg.model.type} on {len(x_tr)} rows"):
         trained = train_model.fit(
-            x_tr, y_tr, x_va, y_va, task=task, n_classes=n_classes,
-            spec=cfg.model, training=cfg.training,
+            x_tr, y_tr, x_va, y_va, task=prep.task, n_classes=prep.n_classes,
+            spec=cfg.model, training=cfg.training, initial_model=warm_start,
         )
         float_pred = trained.to_target_units(train_model.predict(trained.model, x_te))
-        metrics_float = task_metrics(task, y_te, float_pred, n_classes, tail)
+        metrics_float = task_metrics(prep.task, y_te, float_pred, prep.n_classes, prep.tail)
+    return Trained(trained, metrics_float)
 
+
+def convert_stage(cfg: Config, prep: Prepared, tr: Trained, timer: _Timer | None = None
+                  ) -> Converted:
+    """int8 conversion, arena sizing, and the int8 model run in TFLite and TFLM."""
+    from tinyship.convert import arith, quantize, runtimes, tflite_info
+    from tinyship.train.metrics import relative_degradation
+
+    timer = timer or _Timer(None)
+    rng = np.random.default_rng(cfg.training.seed)
+    x_tr, _ = prep.part("train")
+    x_te, y_te = prep.part("test")
+    trained = tr.result
     with timer.stage("convert", f"quantizing to int8 for profile {cfg.quantization.profile}"):
         export_model = trained.model
         float_tflite = quantize.to_float_tflite(export_model)
@@ -330,43 +401,55 @@ def run_pipeline(
         xq = runtimes.quantize(x_te, tin)
         out_tflite = runtimes.run_tflite(int8_tflite, xq)
         out_tflm = runtimes.run_tflm(int8_tflite, xq, arena)
-        parity = _parity(int8_tflite, xq, out_tflite, out_tflm, task == "classification")
+        parity = _parity(int8_tflite, xq, out_tflite, out_tflm, prep.task == "classification")
         deq = runtimes.to_target_units(out_tflm, output_record)
-        metrics_int8 = task_metrics(task, y_te, deq, n_classes, tail)
-        degradation = relative_degradation(task, metrics_float, metrics_int8)
+        metrics_int8 = task_metrics(prep.task, y_te, deq, prep.n_classes, prep.tail)
+        degradation = relative_degradation(prep.task, tr.metrics_float, metrics_int8)
+    return Converted(float_tflite, int8_tflite, info, profile_problems, output_record,
+                     arena_min, arena, xq, out_tflm, deq, parity, metrics_int8, degradation)
 
+
+def gate_stage(cfg: Config, registry: Registry, prep: Prepared, tr: Trained, conv: Converted,
+               timer: _Timer | None = None) -> PipelineResult:
+    """The quality gates; GateError (with the whole result) when any fails."""
+    from tinyship.gates import GATE_HINTS, GateInputs, evaluate
+
+    timer = timer or _Timer(None)
+    task = prep.task
+    _, y_te = prep.part("test")
+    trained, deq = tr.result, conv.predictions
     regression = task == "regression"
-    output_step = tout.scale * trained.target_scale if regression else None
+    output_step = conv.info.outputs[0].scale * trained.target_scale if regression else None
     gate_results = evaluate(
         cfg,
         GateInputs(
             task=task,
-            metrics_int8=metrics_int8,
-            metrics_float=metrics_float,
-            metrics_baseline=metrics_baseline,
-            degradation=round(degradation, 6),
-            parity_lsb=int(parity["max_lsb"]),
-            parity_detail=_parity_detail(parity, len(y_te)),
+            metrics_int8=conv.metrics_int8,
+            metrics_float=tr.metrics_float,
+            metrics_baseline=prep.metrics_baseline,
+            degradation=round(conv.degradation, 6),
+            parity_lsb=int(conv.parity["max_lsb"]),
+            parity_detail=_parity_detail(conv.parity, len(y_te)),
             pred_min=float(deq.min()) if regression else None,
             pred_max=float(deq.max()) if regression else None,
             output_step=output_step,
-            model_bytes=len(int8_tflite),
-            arena_bytes=arena,
+            model_bytes=len(conv.int8_tflite),
+            arena_bytes=conv.arena,
             train_seconds=trained.seconds,
-            profile_problems=profile_problems,
+            profile_problems=conv.profile_problems,
         ),
     )
     gates = [g.to_dict() for g in gate_results]
     metrics = {
         "task": task,
         "test_rows": len(y_te),
-        "float": metrics_float,
-        "int8": metrics_int8,
-        "baseline": metrics_baseline,
-        "int8_degradation": degradation,
-        "parity_max_lsb": parity["max_lsb"],
-        "parity_mismatched_rows": len(parity["rows"]),
-        "parity": parity,
+        "float": tr.metrics_float,
+        "int8": conv.metrics_int8,
+        "baseline": prep.metrics_baseline,
+        "int8_degradation": conv.degradation,
+        "parity_max_lsb": conv.parity["max_lsb"],
+        "parity_mismatched_rows": len(conv.parity["rows"]),
+        "parity": conv.parity,
         "epochs": trained.epochs_run,
         "train_seconds": round(trained.seconds, 3),
     }
@@ -378,10 +461,10 @@ def run_pipeline(
         metrics=metrics,
         gates=gates,
         passed=all(g.passed for g in gate_results),
-        model_bytes=len(int8_tflite),
-        arena_bytes=arena,
-        arena_min_bytes=arena_min,
-        data={**data_info, "features": features, "dropped_features": dropped},
+        model_bytes=len(conv.int8_tflite),
+        arena_bytes=conv.arena,
+        arena_min_bytes=conv.arena_min,
+        data={**prep.data_info, "features": prep.features, "dropped_features": prep.dropped},
         timings_s=timer.timings,
     )
     if not result.passed:
@@ -395,13 +478,35 @@ def run_pipeline(
             result=result.to_dict(),
             hint="; ".join(hints) or None,
         )
+    return result
 
+
+def register_stage(cfg: Config, registry: Registry, prep: Prepared, tr: Trained,
+                   conv: Converted, result: PipelineResult, timer: _Timer | None = None, *,
+                   lineage: dict[str, Any] | None = None) -> str:
+    """Write the version (model files, C arrays with golden vectors, test set, drift
+    profile, manifest, model card) atomically; returns its name. `lineage` (parent version,
+    data snapshot, comparison) goes into the manifest and the model card."""
+    import json
+    from hashlib import sha256
+
+    from tinyship.convert import carray, golden, runtimes
+    from tinyship.data.profile import reference_profile
+    from tinyship.model_card import render_model_card
+
+    timer = timer or _Timer(None)
+    task = prep.task
+    trained = tr.result
+    _, y_te = prep.part("test")
+    x_tr_raw = prep.x_all[prep.splits.train]
+    tin = conv.info.inputs[0]
     # A per-channel model must fail its self-test on a library that reads weights per
     # tensor: take the rows such a board gets most wrong among the golden vectors.
-    misread = golden.per_tensor_misread(int8_tflite)
-    faults = [runtimes.run_tflm(misread, xq, 2 * arena)] if misread is not None else []
+    misread = golden.per_tensor_misread(conv.int8_tflite)
+    faults = ([runtimes.run_tflm(misread, conv.xq, 2 * conv.arena)] if misread is not None
+              else [])
     golden_rows = golden.pick_golden(
-        xq, out_tflm, task=task, k=cfg.quantization.golden_vectors,
+        conv.xq, conv.out_tflm, task=task, k=cfg.quantization.golden_vectors,
         input_zero_point=tin.zero_point, labels=y_te if task == "classification" else None,
         fault_outputs=faults,
     )
@@ -410,20 +515,20 @@ def run_pipeline(
         assert staged.version is not None
         vdir = staged.dir
         trained.model.save(vdir / KERAS_FILE)
-        (vdir / FLOAT_TFLITE).write_bytes(float_tflite)
-        (vdir / INT8_TFLITE).write_bytes(int8_tflite)
+        (vdir / FLOAT_TFLITE).write_bytes(conv.float_tflite)
+        (vdir / INT8_TFLITE).write_bytes(conv.int8_tflite)
         carray.write_c_files(
             vdir / FIRMWARE_DIR,
-            int8_tflite,
-            info,
+            conv.int8_tflite,
+            conv.info,
             carray.ExportInputs(
                 version=staged.version,
                 profile=cfg.quantization.profile,
-                arena_bytes=arena,
-                feature_mean=[float(v) for v in scaler.mean],
-                feature_std=[float(v) for v in scaler.std],
-                golden_inputs=xq[golden_rows],
-                golden_outputs=out_tflm[golden_rows],
+                arena_bytes=conv.arena,
+                feature_mean=[float(v) for v in prep.scaler.mean],
+                feature_std=[float(v) for v in prep.scaler.std],
+                golden_inputs=conv.xq[golden_rows],
+                golden_outputs=conv.out_tflm[golden_rows],
                 target_mean=trained.target_mean,
                 target_scale=trained.target_scale,
                 tool_version=__version__,
@@ -431,50 +536,95 @@ def run_pipeline(
         )
         np.savez_compressed(
             vdir / TEST_SET,
-            x=x_all[splits.test].astype(np.float32),
+            x=prep.x_all[prep.splits.test].astype(np.float32),
             y=y_te,
-            x_int8=xq,
-            reference_int8=out_tflm,
+            x_int8=conv.xq,
+            reference_int8=conv.out_tflm,
         )
-        from hashlib import sha256
-
+        train_pred = _train_predictions(tr, prep)
+        (vdir / DRIFT_PROFILE).write_text(json.dumps(reference_profile(
+            x_tr_raw, prep.features, predictions=train_pred)), encoding="utf-8")
         manifest: dict[str, Any] = {
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "tinyship_version": __version__,
             "git_commit": git_commit(cfg.base_dir),
             "profile": cfg.quantization.profile,
             "task": task,
-            "features": features,
-            "dropped_features": dropped,
+            "features": prep.features,
+            "dropped_features": prep.dropped,
             "target": cfg.data.target,
-            "classes": classes,
-            "standardization": scaler.to_dict(),
+            "classes": prep.classes,
+            "standardization": prep.scaler.to_dict(),
             "model": {
-                "sha256": sha256(int8_tflite).hexdigest(),
-                "crc32": carray.crc32(int8_tflite),
-                "bytes": len(int8_tflite),
-                "float_bytes": len(float_tflite),
-                "arena_bytes": arena,
-                "arena_min_bytes": arena_min,
-                "ops": info.ops,
-                "macs": info.macs,
-                "input": info.inputs[0].to_dict(),
-                "output": output_record,
+                "sha256": sha256(conv.int8_tflite).hexdigest(),
+                "crc32": carray.crc32(conv.int8_tflite),
+                "bytes": len(conv.int8_tflite),
+                "float_bytes": len(conv.float_tflite),
+                "arena_bytes": conv.arena,
+                "arena_min_bytes": conv.arena_min,
+                "ops": conv.info.ops,
+                "macs": conv.info.macs,
+                "input": tin.to_dict(),
+                "output": conv.output_record,
                 "type": cfg.model.type,
             },
-            "data": data_info,
-            "metrics": metrics,
-            "gates": gates,
+            "data": prep.data_info,
+            "metrics": result.metrics,
+            "gates": result.gates,
             "config": cfg.to_dict(),
-            "training_key": key,
+            "training_key": prep.key,
         }
+        if lineage:
+            manifest["lineage"] = lineage
         staged.manifest = manifest
-        from tinyship.model_card import render_model_card
-
         (vdir / MODEL_CARD).write_text(
             render_model_card({**manifest, "version": staged.version, "parent": staged.parent}),
             encoding="utf-8",
         )
-    result.version = staged.version
+    assert staged.version is not None
+    return staged.version
+
+
+def _train_predictions(tr: Trained, prep: Prepared) -> np.ndarray:
+    """The float model's predictions on the training rows (target units; classification:
+    the top class), the reference for prediction drift (KS)."""
+    from tinyship.train import model as train_model
+
+    x_tr, _ = prep.part("train")
+    out = tr.result.to_target_units(train_model.predict(tr.result.model, x_tr))
+    if prep.task == "classification":
+        return np.asarray(np.argmax(out, axis=1), dtype=np.float64)
+    return np.asarray(out, dtype=np.float64).reshape(-1)
+
+
+def run_pipeline(
+    cfg: Config,
+    *,
+    data_path: Path | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> PipelineResult:
+    """Run the whole model half; returns the registered version, or raises DataError /
+    GateError (with the full result attached) with the registry left unchanged.
+
+    Training again on the same config, data and code registers nothing unless `force`:
+    the result then names the existing version (`duplicate_of`).
+    """
+    from tinyship.registry import Registry
+
+    timer = _Timer(progress)
+    path = Path(data_path) if data_path is not None else cfg.dataset_path
+    registry = Registry(cfg.registry_path)
+    registry.check_writable()  # before minutes of training, not after
+    prep = prepare_data(cfg, path, timer, registry=registry, force=force)
+    if isinstance(prep, PipelineResult):
+        return prep
+    tr = train_stage(cfg, prep, timer)
+    conv = convert_stage(cfg, prep, tr, timer)
+    result = gate_stage(cfg, registry, prep, tr, conv, timer)
+    result.version = register_stage(cfg, registry, prep, tr, conv, result, timer)
     result.timings_s = timer.timings
+    from tinyship.tracking import log_training
+
+    log_training(cfg, result, version=result.version, version_dir=registry.path(result.version))
     return result

@@ -65,8 +65,11 @@ def fit(
     spec: ModelSection,
     training: TrainingSection,
     on_epoch: Callable[[int, float], None] | None = None,
+    initial_model: Any = None,
 ) -> TrainResult:
-    """Train with early stopping on the validation split.
+    """Train with early stopping on the validation split; `initial_model` (a warm start,
+    e.g. the production champion) gives the architecture and starting weights instead of
+    a fresh initialization (its inputs and outputs must match).
 
     For regression the model learns the standardized target and keeps predicting it: its
     int8 output range then spans the data (a TFLite range always includes 0, so a target of
@@ -77,7 +80,19 @@ def fit(
     keras = tf.keras
     keras.utils.set_random_seed(training.seed)
     n_out = n_classes if task == "classification" else 1
-    model = build_model(x_train.shape[1], n_out, task, spec)
+    if initial_model is None:
+        model = build_model(x_train.shape[1], n_out, task, spec)
+    else:
+        want = ((None, x_train.shape[1]), (None, n_out))
+        have = (tuple(initial_model.input_shape), tuple(initial_model.output_shape))
+        if have != want:
+            from tinyship.errors import ModelError
+
+            raise ModelError(f"cannot warm-start: the champion takes {have[0]} and gives "
+                             f"{have[1]}, this data needs {want[0]} -> {want[1]}",
+                             hint="train from scratch (without --warm-start)")
+        model = keras.models.clone_model(initial_model)
+        model.set_weights(initial_model.get_weights())
     y_mu, y_sigma = 0.0, 1.0
     if task == "regression":
         y_mu = float(np.mean(y_train))
