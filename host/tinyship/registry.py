@@ -4,6 +4,8 @@ Layout (`models/` by default):
 
     models/
       aliases.json          {"production": "v0002", "last_known_good": "v0001"}
+      holds.json            {"production": {"reason", "author", "host", "since"}}: aliases a
+                            person has held; automatic promotion to them is refused
       v0001/
         manifest.json       version, parent, config, data fingerprint, metrics, gates, hashes
         MODEL_CARD.md
@@ -12,7 +14,8 @@ Layout (`models/` by default):
         test_set.npz        held-out rows (float features, target) for HIL validation
 
 A version is built in a hidden temporary folder and renamed into place only when
-complete, so readers never see half a version; aliases are replaced atomically.
+complete, so readers never see half a version; aliases (and holds) are replaced
+atomically under the registry's lock.
 """
 
 from __future__ import annotations
@@ -23,18 +26,23 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tinyship.atomic import write_text_atomic
-from tinyship.errors import RegistryError
+from tinyship.errors import PolicyError, RegistryError
+
+if TYPE_CHECKING:
+    from tinyship.audit import AuditLog
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 MANIFEST = "manifest.json"
 ALIASES = "aliases.json"
+HOLDS = "holds.json"
 #: Aliases with a meaning the tools rely on.
 PRODUCTION = "production"
 LAST_KNOWN_GOOD = "last_known_good"
@@ -70,6 +78,35 @@ class StagedVersion:
     parent: str | None
     manifest: dict[str, Any] = field(default_factory=dict)
     version: str | None = None  # the number this version will get
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A person's hold on an alias: while it stands, automatic promotion to it is refused."""
+
+    alias: str
+    reason: str
+    author: str
+    host: str
+    since: str
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class PromotionHeld(PolicyError):
+    """Automatic promotion refused because a person holds the alias (exit code 11: refused,
+    nothing changed). A person's `tinyship registry promote` still works: it is the
+    override."""
+
+    def __init__(self, message: str, *, hold: Hold, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.hold = hold
+
+
+def _check_alias_name(alias: str) -> None:
+    if not ALIAS_RE.match(alias) or VERSION_RE.match(alias) or alias == "latest":
+        raise RegistryError(f"invalid alias name '{alias}'")
 
 
 class Registry:
@@ -109,6 +146,28 @@ class Registry:
         if not isinstance(data, dict):
             raise RegistryError(f"{p}: expected a JSON object of alias -> version")
         return {str(k): str(v) for k, v in data.items()}
+
+    def holds(self) -> dict[str, Hold]:
+        """Held aliases. A damaged holds file is an error, never "no holds": automatic
+        promotion must fail closed."""
+        p = self.root / HOLDS
+        if not p.is_file():
+            return {}
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object of alias -> hold")
+            return {str(a): Hold(alias=str(a), reason=str(h["reason"]), author=str(h["author"]),
+                                 host=str(h["host"]), since=str(h["since"]))
+                    for a, h in data.items()}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RegistryError(f"{p}: corrupt holds file: {_reason(e)}",
+                                hint="fix or remove it by hand after checking who held what; "
+                                "automatic promotion stays refused until then") from None
+
+    def held(self, alias: str = PRODUCTION) -> Hold | None:
+        """The hold on `alias`, or None: the retrain job's "may I promote automatically?"."""
+        return self.holds().get(alias)
 
     def resolve(self, ref: str | None = None) -> str:
         """A version name from a version, an alias, or `latest`; None means the default:
@@ -329,8 +388,7 @@ class Registry:
 
     def set_alias(self, alias: str, ref: str) -> dict[str, str]:
         """Point `alias` at a version (atomically); returns the new alias map."""
-        if not ALIAS_RE.match(alias) or VERSION_RE.match(alias) or alias == "latest":
-            raise RegistryError(f"invalid alias name '{alias}'")
+        _check_alias_name(alias)
         version = self._intact(ref)
         with self._lock():
             aliases = self.aliases()
@@ -345,14 +403,103 @@ class Registry:
         except OSError as e:
             raise self._unwritable(e) from None
 
-    def promote(self, ref: str) -> dict[str, str]:
-        """Make a version `production`; the previous production becomes `last_known_good`."""
+    def promote(
+        self,
+        ref: str,
+        *,
+        automatic: bool = False,
+        audit: AuditLog | None = None,
+        run_id: str | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> dict[str, str]:
+        """Make a version `production`; the previous production becomes `last_known_good`.
+
+        `automatic=True` (the retrain job) is refused with `PromotionHeld` while a person
+        holds `production`, checked under the lock so a hold placed a moment earlier wins.
+        A person's promotion (the default) is the override and goes ahead. With `audit`,
+        the promotion, or the hold met (kind `hold`, decision `awaiting_approval`), is
+        appended to it (under the lock, so the log's order
+        is the aliases' order), with `run_id`, `reason` and `details`."""
         version = self._intact(ref)
         with self._lock():
             aliases = self.aliases()
             previous = aliases.get(PRODUCTION)
+            hold = self.held(PRODUCTION)
+            facts = {**(details or {}), "automatic": automatic, "previous": previous,
+                     "hold": hold.to_json() if hold else None}
+            if automatic and hold is not None:
+                if audit is not None:
+                    audit.record("hold", run_id=run_id, champion=previous,
+                                 challenger=version, decision="awaiting_approval",
+                                 reason=f"production is held: {hold.reason}", details=facts)
+                raise PromotionHeld(
+                    f"automatic promotion of {version} refused: production is held by "
+                    f"{hold.author} since {hold.since} ({hold.reason})", hold=hold,
+                    hint=f"a person promotes it with `tinyship registry promote {version}`, "
+                    "or releases the hold with `tinyship registry release production`")
             if previous and previous != version:
                 aliases[LAST_KNOWN_GOOD] = previous
             aliases[PRODUCTION] = version
             self._write_aliases(aliases)
+            if audit is not None:
+                decision = "automatic" if automatic else (
+                    "manual_override" if hold is not None else "manual")
+                audit.record("promotion", run_id=run_id, champion=previous, challenger=version,
+                             decision=decision, reason=reason, details=facts)
         return aliases
+
+    def _write_holds(self, holds: dict[str, Hold]) -> None:
+        body = {a: {k: v for k, v in h.to_json().items() if k != "alias"}
+                for a, h in sorted(holds.items())}
+        try:
+            write_text_atomic(self.root / HOLDS, json.dumps(body, indent=2) + "\n")
+        except OSError as e:
+            raise self._unwritable(e) from None
+
+    def hold(self, alias: str, reason: str, *, author: str | None = None,
+             audit: AuditLog | None = None, run_id: str | None = None) -> Hold:
+        """Hold `alias` (usually `production`): automatic promotion to it is refused until
+        `release`. Holding it again replaces the reason. `author` defaults to
+        `tinyship.audit.current_author()`; with `audit`, the hold is appended to it."""
+        from tinyship.audit import current_author
+        from tinyship.sqlite_log import now_iso
+
+        _check_alias_name(alias)
+        if not reason.strip():
+            raise RegistryError("a hold needs a reason (who should approve, and why)")
+        new = Hold(alias=alias, reason=reason.strip(), author=author or current_author(),
+                   host=socket.gethostname(), since=now_iso())
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise self._unwritable(e) from None
+        with self._lock():
+            holds = self.holds()
+            replaced = holds.get(alias)
+            holds[alias] = new
+            self._write_holds(holds)
+            if audit is not None:
+                audit.record("hold", run_id=run_id, champion=self.aliases().get(alias),
+                             decision="held", reason=new.reason, author=new.author,
+                             details={"alias": alias,
+                                      "replaces": replaced.to_json() if replaced else None})
+        return new
+
+    def release(self, alias: str, *, author: str | None = None,
+                audit: AuditLog | None = None, run_id: str | None = None) -> Hold | None:
+        """Release the hold on `alias`; returns it, or None when it was not held (nothing
+        changes then, and nothing is logged)."""
+        if alias not in self.holds():  # no lock file created in a registry never held
+            return None
+        with self._lock():
+            holds = self.holds()
+            released = holds.pop(alias, None)
+            if released is None:
+                return None
+            self._write_holds(holds)
+            if audit is not None:
+                audit.record("release", run_id=run_id, champion=self.aliases().get(alias),
+                             decision="released", reason=released.reason, author=author,
+                             details={"alias": alias, "hold": released.to_json()})
+        return released

@@ -1,4 +1,5 @@
-"""`tinyship data`: generate the example dataset, and check a dataset before training."""
+"""`tinyship data`: generate the example dataset, check a dataset before training, and
+ingest new batches into the versioned dataset store."""
 
 from __future__ import annotations
 
@@ -7,16 +8,32 @@ from typing import TYPE_CHECKING
 
 import click
 
-from tinyship.cli._common import config_option, echo_json, error_json, json_option
+from tinyship.cli._common import (
+    F,
+    config_option,
+    echo_json,
+    error_json,
+    json_option,
+    project_context,
+    registry_options,
+)
 from tinyship.errors import DataError
 
 if TYPE_CHECKING:
     from tinyship.data.checks import CheckReport
+    from tinyship.data.store import Snapshot
 
 
 @click.group()
 def data() -> None:
-    """Generate and check datasets."""
+    """Generate, check and ingest datasets."""
+
+
+def store_option(f: F) -> F:
+    """`--store DIR`: the dataset store (default: datasets/ in the registry)."""
+    return click.option(
+        "--store", "store_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+        help="Dataset store [default: datasets/ in the registry].")(f)
 
 
 @data.command()
@@ -138,3 +155,82 @@ def _print_report(path: Path, report: CheckReport) -> None:
         f"{len(report.results) - failed} passed, {failed} failed",
         style="green" if failed == 0 else "bold red",
     )
+
+
+@data.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@config_option
+@store_option
+@json_option
+def ingest(path: Path, config_path: Path | None, store_dir: Path | None,
+           as_json: bool) -> None:
+    """Add a batch of new labelled rows (PATH: a CSV, or a folder of CSVs taken in name
+    order) to the dataset store as a new immutable snapshot: the previous snapshot's rows
+    plus the batch's, exact duplicates dropped. The batch must pass the config's data
+    checks and have the snapshot's columns; otherwise it is quarantined with its reason
+    and nothing is merged (exit 4). An empty store is seeded with the configured dataset
+    first. Both outcomes are recorded in the audit log."""
+    from tinyship.audit import AuditLog, default_audit_path
+    from tinyship.config import load_config
+    from tinyship.data.store import DatasetStore, QuarantinedBatch, default_store_path
+
+    cfg = load_config(config_path)
+    store = DatasetStore(store_dir or default_store_path(cfg.registry_path))
+    before = store.latest()
+    try:
+        snap = store.ingest(path, cfg, audit=AuditLog(default_audit_path(cfg.registry_path)))
+    except QuarantinedBatch as e:
+        if as_json:
+            echo_json({**error_json(e), "quarantine": str(e.folder), "reason": e.reason})
+        raise
+    status = "unchanged" if before is not None and snap.id == before.id else "accepted"
+    if as_json:
+        echo_json({"ok": True, "status": status, "store": str(store.root),
+                   "snapshot": snap.to_dict()})
+    elif status == "unchanged":
+        click.echo(f"nothing new: every row of {path} is already in {snap.id}")
+    else:
+        if before is None and snap.parent is not None:
+            click.echo(f"{snap.parent}: seeded from {cfg.dataset_path}")
+        click.echo(f"{snap.id}: {snap.rows_new} new row(s) ({snap.duplicates_dropped} "
+                   f"duplicate(s) dropped), {snap.rows_total} in all; parent "
+                   f"{snap.parent or 'none'}; sha256 {snap.sha256}")
+
+
+@data.command()
+@registry_options
+@store_option
+@json_option
+def snapshots(config_path: Path | None, registry_dir: Path | None, store_dir: Path | None,
+              as_json: bool) -> None:
+    """List the dataset store's snapshots, oldest first: id, parent, rows (new and in
+    all), sources and fingerprint."""
+    from tinyship.data.store import DatasetStore, default_store_path
+
+    if store_dir is None:
+        reg, _ = project_context(config_path, registry_dir)
+        store_dir = default_store_path(reg.root)
+    snaps = DatasetStore(store_dir).list()
+    if as_json:
+        echo_json({"store": str(store_dir), "snapshots": [s.to_dict() for s in snaps]})
+        return
+    _print_snapshots(store_dir, snaps)
+
+
+def _print_snapshots(store_dir: Path, snaps: list[Snapshot]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    if not snaps:
+        console.print(f"no snapshots in {escape(str(store_dir))}: `tinyship data ingest PATH`")
+        return
+    t = Table(title=f"dataset snapshots {escape(str(store_dir))}", show_edge=False)
+    for col in ("id", "created", "parent", "rows", "new", "sources", "sha256"):
+        t.add_column(col, no_wrap=col in ("id", "created", "sha256"))
+    for s in snaps:
+        t.add_row(s.id, s.created[:19].replace("T", " "), s.parent or "", str(s.rows_total),
+                  str(s.rows_new), escape(", ".join(f.name for f in s.sources)),
+                  s.sha256[:12])
+    console.print(t)

@@ -1,4 +1,5 @@
-"""`tinyship registry`: list, show, verify and promote model versions; sign releases."""
+"""`tinyship registry`: list, show, verify and promote model versions; hold and release
+automatic promotion; sign releases."""
 
 from __future__ import annotations
 
@@ -267,14 +268,71 @@ def sign_cmd(version: str, key_path: Path, config_path: Path | None,
 
 @registry.command("promote")
 @click.argument("version")
+@click.option("--reason", default=None, metavar="TEXT",
+              help="Why (recorded in the audit log; say so when overriding a hold).")
 @registry_options
 @json_option
-def promote_cmd(version: str, config_path: Path | None, registry_dir: Path | None,
-                as_json: bool) -> None:
-    """Make VERSION the production model; the previous one becomes last_known_good."""
+def promote_cmd(version: str, reason: str | None, config_path: Path | None,
+                registry_dir: Path | None, as_json: bool) -> None:
+    """Make VERSION the production model; the previous one becomes last_known_good.
+
+    A person's promotion goes ahead even while production is held (it is the override);
+    it is recorded in the audit log with its author (TINYSHIP_AUTHOR, else the login)."""
+    from tinyship.audit import AuditLog, default_audit_path
+
     reg, _ = project_context(config_path, registry_dir)
-    aliases = reg.promote(version)
+    hold = reg.held()
+    aliases = reg.promote(version, audit=AuditLog(default_audit_path(reg.root)),
+                          reason=reason)
+    note = None
+    if hold is not None:
+        note = (f"production is held by {hold.author} ({hold.reason}): promoted as a manual "
+                "override; the hold stays until `tinyship registry release production`")
+        click.echo(f"note: {note}", err=True)
     if as_json:
-        echo_json({"aliases": aliases})
+        echo_json({"aliases": aliases, "hold": hold.to_json() if hold else None})
     else:
         click.echo(", ".join(f"{k} -> {v}" for k, v in sorted(aliases.items())))
+
+
+@registry.command("hold")
+@click.argument("alias")
+@click.option("--reason", required=True, metavar="TEXT",
+              help="Why, and who should approve (shown to whoever meets the hold).")
+@registry_options
+@json_option
+def hold_cmd(alias: str, reason: str, config_path: Path | None, registry_dir: Path | None,
+             as_json: bool) -> None:
+    """Hold ALIAS (usually production): the retrain job then stops at "challenger ready,
+    awaiting approval" instead of promoting. A person's `registry promote` still works.
+    Holding again replaces the reason; recorded in the audit log."""
+    from tinyship.audit import AuditLog, default_audit_path
+
+    reg, _ = project_context(config_path, registry_dir)
+    h = reg.hold(alias, reason, audit=AuditLog(default_audit_path(reg.root)))
+    if as_json:
+        echo_json({"held": True, **h.to_json()})
+    else:
+        click.echo(f"{alias} held by {h.author} ({h.reason}): automatic promotion is refused "
+                   f"until `tinyship registry release {alias}`")
+
+
+@registry.command("release")
+@click.argument("alias")
+@registry_options
+@json_option
+def release_cmd(alias: str, config_path: Path | None, registry_dir: Path | None,
+                as_json: bool) -> None:
+    """Release the hold on ALIAS: automatic promotion is allowed again. Recorded in the
+    audit log; releasing an alias that is not held changes nothing (exit 0)."""
+    from tinyship.audit import AuditLog, default_audit_path
+
+    reg, _ = project_context(config_path, registry_dir)
+    h = reg.release(alias, audit=AuditLog(default_audit_path(reg.root)))
+    if as_json:
+        echo_json({"released": h is not None, "alias": alias,
+                   "hold": h.to_json() if h else None})
+    elif h is None:
+        click.echo(f"{alias} was not held: nothing to release")
+    else:
+        click.echo(f"{alias} released (held by {h.author} since {h.since}: {h.reason})")

@@ -34,18 +34,24 @@ deployment log at all) is refused with a clear `DeployLogError`, never migrated 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import socket
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tinyship.errors import RegistryError
+from tinyship.sqlite_log import (
+    SqliteLog,
+    append_only_triggers,
+    current_user,
+    limit_clause,
+    now_iso,
+    tinyship_version,
+)
 
 #: File name of the log in the registry folder.
 LOG_NAME = "deployments.sqlite"
@@ -115,15 +121,7 @@ CREATE VIEW steps AS
          AND e.id = (SELECT MIN(x.id) FROM step_events x WHERE x.attempt_id = s.attempt_id
                      AND x.event = 'end' AND x.step = s.step AND x.id > s.id)
     WHERE s.event = 'start';
-""" + "".join(
-    f"""
-CREATE TRIGGER {t}_no_update BEFORE UPDATE ON {t}
-BEGIN SELECT RAISE(ABORT, 'the deployment log is append-only: {t} rows are never updated'); END;
-CREATE TRIGGER {t}_no_delete BEFORE DELETE ON {t}
-BEGIN SELECT RAISE(ABORT, 'the deployment log is append-only: {t} rows are never deleted'); END;
-"""
-    for t in _FACT_TABLES
-)
+""" + append_only_triggers(_FACT_TABLES, "the deployment log")
 
 #: user_version -> script that brings the schema from the previous version to it.
 _MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
@@ -140,23 +138,6 @@ class DeployLogError(RegistryError):
 def default_log_path(registry_root: Path) -> Path:
     """`<registry root>/deployments.sqlite`: the log lives beside the versions it deploys."""
     return Path(registry_root) / LOG_NAME
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name (containers without a passwd entry)
-        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-
-
-def _version() -> str:
-    from tinyship import __version__
-
-    return __version__
 
 
 @dataclass(frozen=True)
@@ -229,109 +210,18 @@ class _Step:
         self.message: str | None = None
 
 
-class DeploymentLog:
+class DeploymentLog(SqliteLog):
     """The append-only deployment log at `path` (created with its folder on first write).
 
     Each call opens its own short connection and commits before returning, so a crash
     right after a call never loses what it wrote, and several processes can share the file.
     """
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
-        self.path = Path(path)
-        self.busy_timeout_s = busy_timeout_s
-
-    # --- connection and schema ---------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        except sqlite3.Error as e:
-            raise DeployLogError(f"cannot open deployment log {self.path}: {e}") from None
-        try:
-            con.row_factory = sqlite3.Row
-            con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            con.execute("PRAGMA foreign_keys = ON")
-            self._wal(con)
-        except sqlite3.Error as e:
-            con.close()
-            raise DeployLogError(f"{self.path} is not a usable deployment log: {e}") from None
-        return con
-
-    def _wal(self, con: sqlite3.Connection) -> None:
-        """Switch a new log to WAL. Two processes creating the file at once race for the
-        switch, and SQLite answers the loser "database is locked" without waiting for the
-        busy timeout: retry within it."""
-        deadline = time.monotonic() + self.busy_timeout_s
-        while True:
-            try:
-                if str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                    con.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.02)
-
-    def _check_version(self, con: sqlite3.Connection) -> int:
-        v = int(con.execute("PRAGMA user_version").fetchone()[0])
-        if v > SCHEMA_VERSION or v < 0:
-            raise DeployLogError(
-                f"deployment log {self.path} has schema version {v}; this tinyship "
-                f"({_version()}) knows versions up to {SCHEMA_VERSION}",
-                hint="upgrade tinyship to read it; it is never downgraded or rewritten",
-            )
-        if v == 0:
-            tables = con.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-            if tables:
-                raise DeployLogError(
-                    f"{self.path} is an SQLite file but not a tinyship deployment log "
-                    f"(no schema version, {tables} table(s))",
-                    hint="point the deployment log at another file",
-                )
-        return v
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside `BEGIN IMMEDIATE` with the schema current; commits on exit."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DeployLogError(f"cannot create folder for deployment log {self.path}: "
-                                 f"{e.strerror or e}") from None
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            v = self._check_version(con)
-            for target in range(v + 1, SCHEMA_VERSION + 1):
-                for stmt in _split_sql(_MIGRATIONS[target]):
-                    con.execute(stmt)
-                con.execute(f"PRAGMA user_version = {target}")
-            yield con
-            con.execute("COMMIT")
-        except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
-            raise DeployLogError(f"cannot write deployment log {self.path}: {e}") from None
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection | None]:
-        """A connection for reading, or None when no log exists yet (reading creates none)."""
-        if not self.path.exists():
-            yield None
-            return
-        con = self._connect()
-        try:
-            yield None if self._check_version(con) == 0 else con
-        except sqlite3.Error as e:
-            raise DeployLogError(f"cannot read deployment log {self.path}: {e}") from None
-        finally:
-            con.close()
+    label = "deployment log"
+    error = DeployLogError
+    schema_version = SCHEMA_VERSION
+    migrations = _MIGRATIONS
+    marker_table = "attempts"
 
     # --- writing -----------------------------------------------------------------------
     def start_attempt(
@@ -357,9 +247,9 @@ class DeploymentLog:
                 "INSERT INTO attempts (started_at, command, device_id, port, env, board, "
                 "from_firmware, from_model, to_firmware, to_model, path, operator, host, pid, "
                 "tinyship_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (_now(), command, device_id, port, env, board, from_firmware, from_model,
-                 to_firmware, to_model, path, _user(), socket.gethostname(), os.getpid(),
-                 _version()),
+                (now_iso(), command, device_id, port, env, board, from_firmware, from_model,
+                 to_firmware, to_model, path, current_user(), socket.gethostname(), os.getpid(),
+                 tinyship_version()),
             )
             assert cur.lastrowid is not None
             return int(cur.lastrowid)
@@ -379,7 +269,7 @@ class DeploymentLog:
         with self._write() as con:
             self._require_open(con, attempt_id)
             con.execute("INSERT INTO step_events (attempt_id, step, event, at) "
-                        "VALUES (?, ?, 'start', ?)", (attempt_id, name, _now()))
+                        "VALUES (?, ?, 'start', ?)", (attempt_id, name, now_iso()))
 
     def step_ended(self, attempt_id: int, name: str, *, duration_s: float, ok: bool,
                    message: str | None = None) -> None:
@@ -389,7 +279,7 @@ class DeploymentLog:
             con.execute(
                 "INSERT INTO step_events (attempt_id, step, event, at, duration_s, ok, message) "
                 "VALUES (?, ?, 'end', ?, ?, ?, ?)",
-                (attempt_id, name, _now(), float(duration_s), int(ok), message))
+                (attempt_id, name, now_iso(), float(duration_s), int(ok), message))
 
     @contextlib.contextmanager
     def step(self, attempt_id: int, name: str) -> Iterator[_Step]:
@@ -438,8 +328,8 @@ class DeploymentLog:
             "rollback_performed, rollback_result, board_model_version, board_model_sha256, "
             "board_slot_state, recorded_by, recorded_on) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (attempt_id, _now(), result, failed_step, message, int(rollback_performed),
-             rollback_result, b.model_version, b.model_sha256, b.slot_state, _user(),
+            (attempt_id, now_iso(), result, failed_step, message, int(rollback_performed),
+             rollback_result, b.model_version, b.model_sha256, b.slot_state, current_user(),
              socket.gethostname()))
 
     def reconcile(
@@ -475,11 +365,8 @@ class DeploymentLog:
 
     # --- reading -----------------------------------------------------------------------
     def _attempts(self, where: str, args: tuple[Any, ...], limit: int | None) -> list[Attempt]:
-        sql = f"SELECT * FROM attempt_log {where} ORDER BY id DESC"
-        if limit is not None:
-            if limit < 0:
-                raise DeployLogError(f"limit must be 0 or more, got {limit}")
-            sql += f" LIMIT {int(limit)}"
+        sql = (f"SELECT * FROM attempt_log {where} ORDER BY id DESC"
+               + limit_clause(limit, DeployLogError))
         with self._read() as con:
             if con is None:
                 return []
@@ -525,18 +412,3 @@ class DeploymentLog:
         if not found:
             raise DeployLogError(f"no attempt {attempt_id} in deployment log {self.path}")
         return found[0]
-
-
-def _split_sql(script: str) -> list[str]:
-    """Statements of a schema script, run one by one inside the caller's transaction
-    (`executescript` would commit first). Trigger bodies keep their inner semicolons."""
-    out: list[str] = []
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        out.append(buf.strip())
-    return out
