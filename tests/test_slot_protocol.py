@@ -602,7 +602,8 @@ def test_image_from_registry_carries_the_golden_vectors_that_fit_one_begin() -> 
 
 def test_readme_tells_users_how_to_update_a_model_over_serial() -> None:
     text = (REPO / "README.md").read_text()
-    sec = text[text.index("## Update a board's model over serial"):text.index("## Exit codes")]
+    start = text.index("## Update a board's model over serial")
+    sec = text[start:text.index("\n## ", start + 1)]
     for cmd in ("device slots", "device load-model", "device confirm", "device revert",
                 "device reboot", "--no-reboot", "--json"):
         assert cmd in sec, cmd

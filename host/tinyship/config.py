@@ -38,6 +38,12 @@ class _Strict(BaseModel):
 class ProjectSection(_Strict):
     name: str = "tinyship-model"
     registry: str = "models"
+    #: MLflow tracking URI; each training run is mirrored there (tinyship.tracking, needs
+    #: the `tracking` extra). A relative `file:` or `sqlite:///` path is relative to this
+    #: file. Unset: no tracking, and MLflow is never imported.
+    mlflow_tracking_uri: str | None = None
+    #: MLflow experiment name; unset: `name`.
+    mlflow_experiment: str | None = None
 
 
 class LongTailSection(_Strict):
@@ -193,6 +199,49 @@ class DeploySection(_Strict):
     log: str | None = None
 
 
+class RetrainSection(_Strict):
+    """The periodic retrain-and-reflash job (`tinyship retrain`): its triggers, the
+    champion-vs-challenger decision and where it deploys. README "Retrain" documents each."""
+
+    #: Schedule trigger: days since production was trained.
+    schedule_days: float = Field(30.0, gt=0.0)
+    #: Volume trigger: new labelled rows since production's training data.
+    min_new_rows: int = Field(1000, ge=1)
+    #: Performance trigger: production's error on the new rows above its registered test
+    #: error by more than this fraction (MAE, overall or long tail; classification: the
+    #: drop of accuracy or macro-F1).
+    performance_increase: float = Field(0.10, gt=0.0)
+    #: Data drift: PSI bands on the training data's quantile bins.
+    psi_warning: float = Field(0.10, gt=0.0)
+    psi_alert: float = Field(0.25, gt=0.0)
+    #: Features whose PSI alert fires the drift trigger (empty: every feature).
+    critical_features: list[str] = Field(default_factory=list)
+    #: Prediction drift: two-sample KS on predictions, fired below this p-value.
+    prediction_ks_p: float = Field(0.01, gt=0.0, lt=1.0)
+    #: Promotion: the challenger must be better with p < alpha, effect size (Cohen's d on
+    #: paired per-sample losses) > min_effect, on at least min_samples held-out rows.
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    min_effect: float = Field(0.2, ge=0.0)
+    min_samples: int = Field(500, ge=2)
+    #: Device latency guard: challenger p99 <= latency_ratio x champion's on the HIL rig.
+    latency_ratio: float = Field(1.2, gt=0.0)
+    #: Continue training production on old + new data instead of from scratch.
+    warm_start: bool = False
+    #: HIL rig for the challenger: "virtual" (a virtual board in-process) or a device URL.
+    hil_device: str = "virtual"
+    #: Fleet file to reflash after a promotion (relative to this file); unset: none.
+    fleet: str | None = None
+    #: Test vectors each reflashed board runs before its confirm (the deploy smoke check).
+    smoke_vectors: int = Field(32, ge=0)
+    #: Folder with platformio.ini (relative to this file): the job builds the challenger
+    #: for every fleet board's `env` (not for virtual boards) before it is promoted.
+    project_dir: str = "."
+    #: PlatformIO executable for those builds (unset: pio on PATH, else python -m).
+    pio: str | None = None
+    #: Folder for the job's reports and the Prometheus textfile (relative to this file).
+    reports: str = "reports/retrain"
+
+
 class Config(_Strict):
     project: ProjectSection = ProjectSection()
     data: DataSection
@@ -202,6 +251,7 @@ class Config(_Strict):
     gates: GatesSection = GatesSection()
     board: BoardSection = BoardSection()
     deploy: DeploySection = DeploySection()
+    retrain: RetrainSection = RetrainSection()
 
     #: Directory the config was read from; relative paths resolve against it.
     base_dir: Path = Field(default=Path("."), exclude=True)

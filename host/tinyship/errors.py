@@ -26,6 +26,12 @@ class ExitCode(IntEnum):
     POLICY = 11
     ROLLED_BACK = 12
     ROLLBACK_FAILED = 13
+    # `tinyship retrain` outcomes other than "deployed" (0): where the job stopped.
+    NOTHING_DUE = 14
+    NOT_BETTER = 15
+    DEPLOYED_WITH_FAILURES = 16
+    RETRAIN_REFUSED = 17
+    AWAITING_APPROVAL = 18
 
 
 class TinyshipError(Exception):

@@ -169,6 +169,14 @@ def render_model_card(m: dict[str, Any]) -> str:
         f"- Task: {task}; target `{m.get('target')}` from {_n(len(features), 'feature')}:"
         f" {_codes(features)}",
     ]
+    lineage = m.get("lineage")
+    if lineage:  # made by the retrain job
+        cmp_ = lineage.get("comparison") or {}
+        lines.append(
+            f"- Lineage: retrained from {lineage.get('parent') or 'nothing'} on data snapshot "
+            f"{lineage.get('data_snapshot')} (run {lineage.get('run_id')}); against its "
+            f"parent on the same held-out rows: p = {cmp_.get('p_value')}, effect size "
+            f"d = {cmp_.get('effect_size')}, n = {cmp_.get('n')}")
     if task == "classification":
         lines.append(f"- Classes: {_codes(m.get('classes') or [])}")
     if m.get("dropped_features"):

@@ -48,7 +48,11 @@ COMMANDS: dict[str, str] = {
     "deployments": "tinyship.cli.deploy_cmd:deployments",
     "flash": "tinyship.cli.flash_cmd:flash",
     "rollback": "tinyship.cli.flash_cmd:rollback",
+    "retrain": "tinyship.cli.retrain_cmd:retrain",
     "fleet": "tinyship.cli.fleet_cmd:fleet",
+    "drift": "tinyship.cli.drift_cmd:drift",
+    "monitor": "tinyship.cli.monitor_cmd:monitor",
+    "audit": "tinyship.cli.audit_cmd:audit",
 }
 
 
