@@ -184,7 +184,10 @@ def test_2_drift_promotes_and_reflashes_two_boards(project: Path,
         assert _runs(a) == _runs(b) == new_version
     lineage = Registry(project / "models").manifest(new_version)["lineage"]
     assert lineage["parent"] == champion and lineage["data_snapshot"] == doc["snapshot"]["id"]
+    manifest = Registry(project / "models").manifest(new_version)
+    assert manifest["data"]["snapshot"] == doc["snapshot"]["id"]
     card = (project / "models" / new_version / "MODEL_CARD.md").read_text()
+    assert f"Data snapshot: {doc['snapshot']['id']}" in card
     assert f"retrained from {champion} on data snapshot {doc['snapshot']['id']}" in card
     kinds = _audit_kinds(project, doc["run_id"])
     for k in ("comparison", "register", "promotion", "reflash"):

@@ -169,6 +169,10 @@ def render_model_card(m: dict[str, Any]) -> str:
         f"- Task: {task}; target `{m.get('target')}` from {_n(len(features), 'feature')}:"
         f" {_codes(features)}",
     ]
+    snapshot = (m.get("data") or {}).get("snapshot")
+    if snapshot:
+        lines.append(f"- Data snapshot: {snapshot} (`tinyship data snapshots`), SHA-256 "
+                     f"{str((m.get('data') or {}).get('sha256'))[:12]}…")
     lineage = m.get("lineage")
     if lineage:  # made by the retrain job
         cmp_ = lineage.get("comparison") or {}

@@ -574,6 +574,9 @@ def register_stage(cfg: Config, registry: Registry, prep: Prepared, tr: Trained,
             "config": cfg.to_dict(),
             "training_key": prep.key,
         }
+        snapshot = _data_snapshot(registry, str(prep.data_info["sha256"]))
+        if snapshot is not None:  # trained on a snapshot of the dataset store
+            manifest["data"] = {**prep.data_info, "snapshot": snapshot}
         if lineage:
             manifest["lineage"] = lineage
         staged.manifest = manifest
@@ -583,6 +586,15 @@ def register_stage(cfg: Config, registry: Registry, prep: Prepared, tr: Trained,
         )
     assert staged.version is not None
     return staged.version
+
+
+def _data_snapshot(registry: Registry, sha256: str) -> str | None:
+    """The dataset-store snapshot (`tinyship.data.store`) whose bytes these are, if any."""
+    from tinyship.data.store import DatasetStore
+
+    store = DatasetStore.for_registry(registry.root)
+    found = store.find(sha256) if store.root.is_dir() else None
+    return None if found is None else found.id
 
 
 def _train_predictions(tr: Trained, prep: Prepared) -> np.ndarray:
