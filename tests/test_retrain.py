@@ -312,3 +312,14 @@ def test_warm_start_continues_the_champion_and_is_compared_the_same_way(
     assert doc["warm_start"] is True
     assert code in (0, ExitCode.NOT_BETTER), doc["reasons"]
     assert doc["comparison"]["n"] >= 150 and doc["baseline"]
+
+
+def test_the_same_batch_again_is_nothing_new(project: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    new = _csv(project / "in" / "same.csv", rows=200, cells=40, seed=7, sample_every=7)
+    code, first = _retrain(capsys, project, new)
+    assert code == ExitCode.NOTHING_DUE, first["reasons"]
+    code, doc = _retrain(capsys, project, new)
+    assert code == ExitCode.NOTHING_DUE
+    assert f"already in snapshot {first['snapshot']['id']}" in " ".join(doc["reasons"])
+    assert doc["snapshot"]["new_rows_this_run"] is False

@@ -49,6 +49,7 @@ class Run:
         self.registry = Registry(cfg.registry_path)
         self.audit = AuditLog(default_audit_path(self.registry.root))
         self.result = RetrainResult(run_id=new_run_id(self.now), outcome="refused")
+        self._fresh = False
         self.report_dir = (opts.report_dir or cfg.resolve(self.rc.reports)) / \
             self.result.run_id
         self._t0 = time.monotonic()
@@ -77,8 +78,15 @@ class Run:
     def _steps(self) -> None:
         snap = self._ingest()
         champion = self._champion()
-        batch = self._batch(snap)
-        self._triggers(champion, snap, batch)
+        if self._fresh:
+            self._triggers(champion, snap, self._batch(snap))
+        elif not self.opts.force:  # the batch was ingested before: nothing new to learn
+            raise _Stop("nothing_due", f"no new rows: the data is already in snapshot "
+                        f"{snap.id}")
+        else:
+            self.result.triggers = [T.manual(True).to_dict()]
+            self.event("trigger", decision="fired", reason="retraining forced",
+                       details=self.result.triggers[0])
         prep, tr, conv, gate_result = self._challenger(snap, champion)
         decision = self._compare(champion, prep, conv, snap)
         version = self._register(prep, tr, conv, gate_result, champion, snap, decision)
@@ -94,14 +102,18 @@ class Run:
 
         self.say(f"ingesting {self.opts.new_data}")
         store = DatasetStore.for_registry(self.registry.root)
+        before = store.latest()
         try:
             snap = store.ingest(self.opts.new_data, self.cfg)
         except QuarantinedBatch as e:
             self.event("quarantine", decision="quarantined", reason=str(e),
                        details={"path": str(self.opts.new_data)})
             raise _Stop("refused", f"new data quarantined: {e}") from None
-        self.result.snapshot = snap.to_dict()
-        self.event("ingest", snapshot=snap.id, details=snap.to_dict())
+        #: The batch added rows: `snap.new_rows_path` holds them (else it is an earlier
+        #: batch's, and there are no recent rows to judge).
+        self._fresh = before is None or snap.id != before.id
+        self.result.snapshot = {**snap.to_dict(), "new_rows_this_run": self._fresh}
+        self.event("ingest", snapshot=snap.id, details=self.result.snapshot)
         return snap
 
     def _champion(self) -> str | None:
@@ -231,9 +243,9 @@ class Run:
         tail_mask, tail_desc = prep.tail
         if tail_mask.any():
             slices[f"long tail ({tail_desc})"] = tail_mask
-        n_all, n_new = len(prep.y_all), int(snap.rows_new)
+        n_all, n_new = len(prep.y_all), int(snap.rows_new) if self._fresh else 0
         recent = np.asarray(prep.splits.test) >= n_all - n_new  # the new rows come last
-        if recent.any():
+        if n_new and recent.any():
             slices["recent (new data)"] = recent
         task = prep.task
         cmp_ = compare(task, y_te, champ, chal, slices=slices, n_classes=prep.n_classes,
