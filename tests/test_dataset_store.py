@@ -348,3 +348,11 @@ def test_snapshot_round_trips_through_its_json(project: tuple[Config, DatasetSto
     assert isinstance(snap, Snapshot) and d["path"] == str(snap.path)
     assert set(d) == {"id", "parent", "created", "sha256", "rows_total", "rows_new",
                       "duplicates_dropped", "columns", "sources", "path"}
+
+
+def test_a_first_batch_with_nothing_new_only_seeds_the_store(
+        project: tuple[Config, DatasetStore]) -> None:
+    cfg, store = project
+    snap = store.ingest(cfg.dataset_path, cfg)  # every row is already the configured data
+    assert [s.id for s in store.list()] == ["ds-0001"] and snap.id == "ds-0001"
+    assert snap.sha256 == fingerprint(cfg.dataset_path)["sha256"]

@@ -314,12 +314,27 @@ def test_warm_start_continues_the_champion_and_is_compared_the_same_way(
     assert doc["comparison"]["n"] >= 150 and doc["baseline"]
 
 
-def test_the_same_batch_again_is_nothing_new(project: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_same_batch_again_is_judged_against_what_production_learned(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A batch already in the store adds no snapshot, but production has still not been
+    trained on it: its triggers are evaluated again (here: still nothing due). After a
+    refused run the same batch can be retried and is not mistaken for old data."""
     new = _csv(project / "in" / "same.csv", rows=200, cells=40, seed=7, sample_every=7)
     code, first = _retrain(capsys, project, new)
     assert code == ExitCode.NOTHING_DUE, first["reasons"]
     code, doc = _retrain(capsys, project, new)
-    assert code == ExitCode.NOTHING_DUE
-    assert f"already in snapshot {first['snapshot']['id']}" in " ".join(doc["reasons"])
+    assert code == ExitCode.NOTHING_DUE and doc["snapshot"]["id"] == first["snapshot"]["id"]
     assert doc["snapshot"]["new_rows_this_run"] is False
+    assert len(doc["triggers"]) == 6  # evaluated on the 200 rows production never saw
+
+    cfg = project / "tinyship.toml"
+    original = cfg.read_text()
+    cfg.write_text(original + "\n[board]\nlatency_budget_us = 1\n")
+    hot = _csv(project / "in" / "hot.csv", cells=40, seed=21, temperature_shift_c=18.0)
+    code, doc = _retrain(capsys, project, hot)
+    assert code == ExitCode.RETRAIN_REFUSED
+    assert any("registered but not promoted" in r for r in doc["reasons"])
+    cfg.write_text(original)
+    code, doc = _retrain(capsys, project, hot)  # the same file, retried
+    assert code == 0, doc["reasons"]
+    assert doc["champion"] == "v0001"  # not the refused challenger

@@ -274,7 +274,13 @@ class DatasetStore:
         merged = pd.concat([existing, frame], ignore_index=True)
         is_dup = merged.duplicated(keep="first").to_numpy()[len(existing):]
         new = frame[~is_dup]
-        if base is not None and new.empty:
+        if new.empty and (base is not None or seed is not None):
+            if base is None:  # seeding now: the seed is the snapshot, nothing comes after
+                assert seed is not None
+                base = self._write(seed[1], None, [seed[0]], columns, duplicates=0)
+                if audit is not None:
+                    _record_ingest(audit, run_id, base, "seeded", None,
+                                   f"seeded from {cfg.dataset_path}")
             if audit is not None:
                 _record_ingest(audit, run_id, base, "unchanged", batch,
                                f"every row of the batch is already in {base.id}")

@@ -17,7 +17,7 @@ _HEADLINES = {
     "nothing_due": "nothing due: production kept, no trigger fired",
     "not_better": "not better: the champion stays in production",
     "deployed_with_failures": "promoted; some boards were rolled back (see the fleet table)",
-    "refused": "refused: nothing changed",
+    "refused": "refused: production and the boards unchanged",
     "awaiting_approval": "challenger ready, awaiting approval (production is held)",
 }
 

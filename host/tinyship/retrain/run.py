@@ -50,6 +50,9 @@ class Run:
         self.audit = AuditLog(default_audit_path(self.registry.root))
         self.result = RetrainResult(run_id=new_run_id(self.now), outcome="refused")
         self._fresh = False
+        self._frame: Any = None
+        self._champion_rows: int | None = None
+        self._champion_seen: np.ndarray | None = None
         self.report_dir = (opts.report_dir or cfg.resolve(self.rc.reports)) / \
             self.result.run_id
         self._t0 = time.monotonic()
@@ -69,20 +72,34 @@ class Run:
             r.outcome = "refused"
             r.reasons.append(f"{type(e).__name__}: {e}")
             self.event("refusal", decision="refused", reason=str(e))
+        except Exception as e:  # a bug: still a report and a closed run, then exit 1
+            r.outcome = "refused"
+            r.reasons.append(f"internal error {type(e).__name__}: {e}")
+            self._finish_run()
+            raise
+        self._finish_run()
+        return r
+
+    def _finish_run(self) -> None:
+        r = self.result
+        if r.outcome == "refused" and r.challenger and not any(
+                "registered but not promoted" in x for x in r.reasons):
+            r.reasons.append(f"{r.challenger} stays registered but not promoted")
         r.timings_s["total"] = round(time.monotonic() - self._t0, 3)
         self._write_report()
         self.event("run_finished", decision=r.outcome, reason="; ".join(r.reasons),
                    details={"exit_code": r.exit_code, "report": r.report_dir})
-        return r
 
     def _steps(self) -> None:
         snap = self._ingest()
         champion = self._champion()
-        if self._fresh:
-            self._triggers(champion, snap, self._batch(snap))
-        elif not self.opts.force:  # the batch was ingested before: nothing new to learn
-            raise _Stop("nothing_due", f"no new rows: the data is already in snapshot "
-                        f"{snap.id}")
+        self._locate_champion_data(champion, snap)
+        batch = self._batch(snap)
+        if len(batch):
+            self._triggers(champion, snap, batch)
+        elif not self.opts.force:  # production was trained on all of this data
+            raise _Stop("nothing_due", f"no new rows: production was trained on snapshot "
+                        f"{snap.id}'s data")
         else:
             self.result.triggers = [T.manual(True).to_dict()]
             self.event("trigger", decision="fired", reason="retraining forced",
@@ -117,16 +134,76 @@ class Run:
         return snap
 
     def _champion(self) -> str | None:
-        aliases = self.registry.aliases()
-        champion = aliases.get("production") or self.registry.latest()
-        self.result.champion = champion
-        return champion
+        """Production; without the alias, the newest version no earlier run refused."""
+        production = self.registry.aliases().get("production")
+        if production is None:
+            refused = {e.challenger for e in self.audit.list(kind="refusal") if e.challenger}
+            production = next((v for v in reversed(self.registry.versions())
+                               if v not in refused), None)
+        self.result.champion = production
+        return production
+
+    def _snapshot_frame(self, snap: Any) -> Any:
+        """The snapshot's rows, all columns, in file order (the order every split and
+        index of this run refers to)."""
+        import pandas as pd
+
+        if self._frame is None:
+            self._frame = pd.read_csv(snap.data_path)
+        return self._frame
+
+    def _locate_champion_data(self, champion: str | None, snap: Any) -> None:
+        """How many leading rows of the snapshot production was trained on (snapshots only
+        append), and which of them it trained or validated on (its own split, recomputed):
+        the comparison must not score it on rows it learned from."""
+        from tinyship.data.store import DatasetStore
+
+        self._champion_rows = None
+        self._champion_seen = None
+        if champion is None:
+            return
+        m = self.registry.manifest(champion)
+        sha = (m.get("data") or {}).get("sha256")
+        store = DatasetStore.for_registry(self.registry.root)
+        found = store.find(str(sha)) if sha else None
+        chain, cur = set(), snap
+        while cur is not None:  # the current snapshot and its ancestors
+            chain.add(cur.id)
+            cur = store.get(cur.parent) if cur.parent else None
+        if found is None or found.id not in chain:
+            return
+        n = int(found.rows_total)
+        self._champion_rows = n
+        frame = self._snapshot_frame(snap)
+        try:
+            from tinyship.config import parse_config
+            from tinyship.train.split import split_indices
+
+            ccfg = parse_config(m["config"], base_dir=self.registry.root)
+            head = frame.iloc[:n]
+            target = head[ccfg.data.target]
+            splits = split_indices(
+                n, test_fraction=ccfg.training.test_fraction,
+                val_fraction=ccfg.training.val_fraction, seed=ccfg.training.seed,
+                stratify=target.astype(str).to_numpy() if m.get("task") == "classification"
+                else None,
+                groups=head[ccfg.data.group].to_numpy() if ccfg.data.group else None)
+        except (TinyshipError, KeyError, ValueError) as e:
+            self.result.reasons.append(f"production's split could not be recomputed ({e}): "
+                                       "its training rows may be among the compared ones")
+            return
+        seen = np.zeros(len(frame), dtype=bool)
+        seen[np.asarray(splits.train)] = True
+        seen[np.asarray(splits.val)] = True
+        self._champion_seen = seen
 
     def _batch(self, snap: Any) -> Any:
-        """The new rows alone (features and target), as the data loader reads them."""
-        from tinyship.data.load import load_dataset
-
-        return load_dataset(Path(snap.new_rows_path), self.cfg.data)
+        """The rows production has not been trained on: after its data in the snapshot,
+        else (its data is not in the store) the rows this ingest added."""
+        frame = self._snapshot_frame(snap)
+        if self._champion_rows is not None:
+            return frame.iloc[self._champion_rows:]
+        return frame.iloc[len(frame) - int(snap.rows_new):] if self._fresh else frame.iloc[:0]
 
     def _triggers(self, champion: str | None, snap: Any, batch: Any) -> None:
         """Evaluate every trigger; none fired -> nothing due."""
@@ -173,11 +250,20 @@ class Run:
 
         target = batch[self.cfg.data.target]
         if task == "classification":
-            classes = list(m.get("classes", []))
-            y = np.searchsorted(np.array(classes), target.astype(str).to_numpy())
-            return task_metrics(task, y, pred, len(classes), (np.zeros(len(y), bool), ""))
+            classes = [str(c) for c in m.get("classes", [])]
+            labels = target.astype(str).to_numpy()
+            known = np.isin(labels, classes)  # a class production never saw has no score
+            y = np.array([classes.index(v) for v in labels[known]], dtype=np.int64)
+            return task_metrics(task, y, pred[known], len(classes),
+                                (np.zeros(len(y), bool), ""))
+        from tinyship.monitor.production import load_reference
+
         y = target.to_numpy(np.float64)
-        return task_metrics(task, y, pred, 0, long_tail_mask(y, y, self.cfg))
+        # production's long tail, cut where its registered metric was cut
+        ref = load_reference(self.registry, self.result.champion)
+        return task_metrics(task, y, pred, 0,
+                            long_tail_mask(y, np.asarray(ref.y_reference, np.float64),
+                                           self.cfg))
 
     def _drift(self, champion: str, batch: Any, features: list[str], pred: np.ndarray
                ) -> dict[str, Any]:
@@ -205,6 +291,7 @@ class Run:
     def _challenger(self, snap: Any, champion: str | None) -> tuple[Any, Any, Any, Any]:
         from tinyship.pipeline import (
             KERAS_FILE,
+            Prepared,
             _Timer,
             convert_stage,
             gate_stage,
@@ -214,19 +301,21 @@ class Run:
 
         timer = _Timer(self.say)
         prep = prepare_data(self.cfg, Path(snap.data_path), timer)
-        assert not isinstance(prep, type(None))
+        assert isinstance(prep, Prepared)  # force=True: never a duplicate's result
         warm = self.opts.warm_start if self.opts.warm_start is not None else self.rc.warm_start
         start = None
         if warm and champion is not None:
+            if list(self.registry.manifest(champion)["features"]) != prep.features:
+                raise _Stop("refused", "--warm-start needs production's inputs: its features "
+                            "differ from the config's")
             self.result.warm_start = True
             from tinyship.convert.quantize import quiet_tensorflow
 
             tf = quiet_tensorflow()
             start = tf.keras.models.load_model(self.registry.path(champion) / KERAS_FILE)
-        tr = train_stage(self.cfg, prep, timer, warm_start=start)  # type: ignore[arg-type]
-        conv = convert_stage(self.cfg, prep, tr, timer)  # type: ignore[arg-type]
-        gate_result = gate_stage(self.cfg, self.registry, prep, tr, conv,  # type: ignore[arg-type]
-                                 timer)
+        tr = train_stage(self.cfg, prep, timer, warm_start=start)
+        conv = convert_stage(self.cfg, prep, tr, timer)
+        gate_result = gate_stage(self.cfg, self.registry, prep, tr, conv, timer)
         self.result.timings_s.update(timer.timings)
         return prep, tr, conv, gate_result
 
@@ -235,19 +324,41 @@ class Run:
 
         if champion is None:
             return None
-        x_te_raw = prep.x_all[prep.splits.test]
+        m = self.registry.manifest(champion)
+        if prep.task == "classification" and [str(c) for c in m.get("classes", [])] != \
+                prep.classes:
+            raise _Stop("refused", f"the classes changed ({m.get('classes')} -> "
+                        f"{prep.classes}): the models cannot be compared row by row; a "
+                        "person decides (tinyship registry promote)")
+        frame = self._snapshot_frame(snap)
+        if len(frame) != len(prep.y_all):
+            raise _Stop("refused", "the snapshot's rows do not line up with the training "
+                        "rows: the models cannot be compared row by row")
+        test = np.asarray(prep.splits.test)
+        # rows production learned from are no held-out rows for it
+        keep = np.ones(len(test), dtype=bool) if self._champion_seen is None else \
+            ~self._champion_seen[test]
+        missing = [f for f in m["features"] if f not in frame.columns]
+        if missing:
+            raise _Stop("refused", f"production's inputs {missing} are not in the data: "
+                        "the models cannot be compared")
+        x_champ = frame[list(m["features"])].to_numpy(np.float64)[test[keep]]
+        champ = champion_predictions(self.registry, champion, x_champ)
+        chal = conv.predictions[keep]
         _, y_te = prep.part("test")
-        champ = champion_predictions(self.registry, champion, x_te_raw)
-        chal = conv.predictions
+        y_te = y_te[keep]
         slices: dict[str, np.ndarray] = {}
         tail_mask, tail_desc = prep.tail
-        if tail_mask.any():
-            slices[f"long tail ({tail_desc})"] = tail_mask
-        n_all, n_new = len(prep.y_all), int(snap.rows_new) if self._fresh else 0
-        recent = np.asarray(prep.splits.test) >= n_all - n_new  # the new rows come last
-        if n_new and recent.any():
+        if tail_mask[keep].any():
+            slices[f"long tail ({tail_desc})"] = tail_mask[keep]
+        first_new = self._champion_rows if self._champion_rows is not None else (
+            len(frame) - int(snap.rows_new) if self._fresh else len(frame))
+        recent = test[keep] >= first_new  # snapshots append: newer rows come last
+        if recent.any():
             slices["recent (new data)"] = recent
         task = prep.task
+        self.result.reasons.append(f"compared on {int(keep.sum())} held-out rows neither "
+                                   "model trained on")
         cmp_ = compare(task, y_te, champ, chal, slices=slices, n_classes=prep.n_classes,
                        alpha=self.rc.alpha, min_effect=self.rc.min_effect,
                        min_samples=self.rc.min_samples)
