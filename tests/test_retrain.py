@@ -338,3 +338,14 @@ def test_the_same_batch_again_is_judged_against_what_production_learned(
     code, doc = _retrain(capsys, project, hot)  # the same file, retried
     assert code == 0, doc["reasons"]
     assert doc["champion"] == "v0001"  # not the refused challenger
+
+
+def test_drift_triggers_without_a_profile_say_unavailable() -> None:
+    from tinyship.config import RetrainSection
+    from tinyship.retrain import triggers as T
+
+    cfg = RetrainSection()
+    for t in (T.data_drift(cfg, {}), T.prediction_drift(cfg, {})):
+        assert not t.fired and t.detail.startswith("unavailable: production has no drift")
+    shifted = {"features": [{"feature": "a", "psi": 0.4}], "predictions": {"ks_p": 0.5}}
+    assert T.data_drift(cfg, shifted).fired and not T.prediction_drift(cfg, shifted).fired

@@ -17,6 +17,10 @@ from typing import Any
 
 from tinyship.config import RetrainSection
 
+#: What a drift trigger says when production has no drift profile to compare with.
+UNAVAILABLE = ("unavailable: production has no drift profile (trained before profiles were "
+               "stored); `--force` retrains it")
+
 
 @dataclass(frozen=True)
 class Trigger:
@@ -78,6 +82,8 @@ def performance(cfg: RetrainSection, task: str, registered: dict[str, Any],
 
 def data_drift(cfg: RetrainSection, report: dict[str, Any]) -> Trigger:
     """A PSI alert on a critical feature (every feature when none is marked)."""
+    if not report:
+        return Trigger("data_drift", False, None, cfg.psi_alert, UNAVAILABLE)
     rows = [r for r in report.get("features", []) if r.get("psi") is not None]  # enough rows
     watched = [r for r in rows if not cfg.critical_features
                or r["feature"] in cfg.critical_features]
@@ -91,6 +97,8 @@ def data_drift(cfg: RetrainSection, report: dict[str, Any]) -> Trigger:
 
 
 def prediction_drift(cfg: RetrainSection, report: dict[str, Any]) -> Trigger:
+    if not report:
+        return Trigger("prediction_drift", False, None, cfg.prediction_ks_p, UNAVAILABLE)
     pred = report.get("predictions") or {}
     p = pred.get("ks_p")
     if p is None:
