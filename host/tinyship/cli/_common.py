@@ -98,3 +98,8 @@ def log_option(f: F) -> F:
         "--log", "log_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
         help="Deployment log [default: the config's deploy.log, else deployments.sqlite in "
         "the registry].")(f)
+
+
+#: Colour of a flash/rollback result in tables and lines (anything else: red).
+RESULT_COLORS = {"ok": "green", "rolled_back": "yellow", "refused": "yellow",
+                 "in_progress": "yellow", "interrupted": "yellow"}

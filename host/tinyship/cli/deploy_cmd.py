@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tinyship.cli._common import (
+    RESULT_COLORS,
     echo_json,
     json_option,
     log_option,
@@ -53,14 +54,12 @@ def deployments(device_id: str | None, limit: int | None, log_path: Path | None,
         which = f" for device {device_id}" if device_id else ""
         console.print(f"no deployments{which} in {escape(str(log_path))}")
         return
-    colors = {"ok": "green", "in_progress": "yellow", "interrupted": "yellow",
-              "rolled_back": "yellow", "refused": "yellow"}
     t = Table(title=f"deployments {escape(str(log_path))}", show_edge=False)
     for col in ("#", "started", "command", "device", "port", "from", "to", "path", "result",
                 "failed step", "rollback", "steps", "operator"):
         t.add_column(col, no_wrap=col in ("#", "started", "result"))
     for a in attempts:
-        color = colors.get(a.result, "red")
+        color = RESULT_COLORS.get(a.result, "red")
         failed = a.failed_step or ""
         if a.message and a.result != "ok":
             failed = f"{failed}: {a.message}" if failed else a.message

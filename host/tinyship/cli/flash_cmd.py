@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from tinyship.cli._common import echo_json, json_option, log_option, registry_options
+from tinyship.cli._common import (
+    RESULT_COLORS,
+    echo_json,
+    json_option,
+    log_option,
+    registry_options,
+)
 
 if TYPE_CHECKING:
     from tinyship.deploy.flash import DeployContext, FlashOutcome
@@ -82,8 +88,7 @@ def _report(outcome: FlashOutcome, as_json: bool) -> None:
         b = outcome.board
         now = (f"{b.model_version} ({b.running or 'factory'}, self-test {b.self_test})"
                if b is not None and b.reachable else "unreachable")
-        color = {"ok": "green", "rolled_back": "yellow", "refused": "yellow"}.get(
-            outcome.result, "red")
+        color = RESULT_COLORS.get(outcome.result, "red")
         con.print(f"[{color}]{outcome.result}[/]: {escape(outcome.url)} "
                   f"{outcome.from_version or '?'} -> {outcome.to_version or '?'}"
                   + (f" by {outcome.path}" if outcome.path else "")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tinyship.cli._common import (
+    RESULT_COLORS,
     echo_json,
     error_json,
     json_option,
@@ -23,9 +24,6 @@ from tinyship.cli._common import (
 
 if TYPE_CHECKING:
     from tinyship.deploy.fleet import BoardResult, FleetResult
-
-_COLORS = {"ok": "green", "rolled_back": "yellow", "refused": "yellow"}
-
 
 @click.group()
 def fleet() -> None:
@@ -55,7 +53,7 @@ def _live_line(item: BoardResult, done: int, total: int) -> str:
     from rich.markup import escape
 
     o = item.outcome
-    color = _COLORS.get(o.result, "red")
+    color = RESULT_COLORS.get(o.result, "red")
     line = (f"{escape(f'[{done}/{total}]')} [{color}]{o.result}[/] {escape(item.board.name)}: "
             f"{o.from_version or '?'} -> {o.to_version or '?'}"
             + (f" by {o.path}" if o.path else "") + f", {item.duration_s:.1f} s")
@@ -79,7 +77,7 @@ def _print_table(result: FleetResult) -> None:
         t.add_column(col, no_wrap=col in ("result", "duration"))
     for item in result.boards:
         o = item.outcome
-        color = _COLORS.get(o.result, "red")
+        color = RESULT_COLORS.get(o.result, "red")
         t.add_row(escape(item.board.label or ""), escape(item.board.device),
                   escape(o.device_id or "?"),
                   f"{o.from_version or '?'} -> {o.to_version or '?'}", o.path or "",

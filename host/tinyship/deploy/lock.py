@@ -37,6 +37,7 @@ from filelock import FileLock, Timeout
 from tinyship.atomic import write_text_atomic
 from tinyship.deploy.log import DeployLogError
 from tinyship.errors import PolicyError
+from tinyship.sqlite_log import current_user
 
 #: Lock folder name beside the deployment log.
 LOCK_DIR_NAME = "deploy-locks"
@@ -127,15 +128,6 @@ class DeviceBusy(PolicyError):
         self.holder = holder
 
 
-def _user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
-
-
 class DeviceLock:
     """Non-blocking per-port and per-device lock for one flash or rollback.
 
@@ -205,7 +197,7 @@ class DeviceLock:
         previous = LockHolder.read(holder_path)
         if previous is not None and previous.gone:
             self.took_over.append(previous)
-        me = LockHolder(key=f"{kind} {value}", pid=os.getpid(), user=_user(),
+        me = LockHolder(key=f"{kind} {value}", pid=os.getpid(), user=current_user(),
                         host=socket.gethostname(), command=self.command,
                         started_at=datetime.now(UTC).isoformat(timespec="seconds"))
         try:
